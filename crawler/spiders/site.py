@@ -1,0 +1,216 @@
+"""Generic same-site spider: follows links within allowed domains and yields one item per page."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import scrapy
+from scrapy.exceptions import IgnoreRequest
+from scrapy.http import HtmlResponse, Response, TextResponse
+from scrapy.linkextractors import LinkExtractor
+from scrapy.spidermiddlewares.httperror import HttpError
+from twisted.python.failure import Failure
+
+from crawler.content import (
+    canonical_http_url,
+    host_regex,
+    is_textual,
+    looks_binary,
+    mime_type,
+    normalise_domain,
+    normalise_space,
+)
+from crawler.items import PageItem
+from rag_core.ids import canonical_url, item_key
+
+GONE_STATUSES = (404, 410)
+STAT_GONE = "rag/gone_urls"
+
+
+def split_arg(value: str | Iterable[str] | None) -> list[str]:
+    """Spider argument as a list: a comma-separated string is split, a list is taken as is."""
+    if value is None:
+        return []
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    return [part.strip() for part in parts if part and part.strip()]
+
+
+def utc_now_iso() -> str:
+    """Current UTC time as ISO 8601 with a 'Z' suffix."""
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class SiteSpider(scrapy.Spider):
+    """Crawl one or more sites from ``start_urls``, saving every HTML/text page as an item."""
+
+    name = "site"
+    # 404/410 reach the callback only so their URLs can be recorded as gone; never saved.
+    handle_httpstatus_list = list(GONE_STATUSES)
+
+    def __init__(
+        self,
+        start_urls: str | Iterable[str] | None = None,
+        allowed_domains: str | Iterable[str] | None = None,
+        include: str | Iterable[str] | None = None,
+        exclude: str | Iterable[str] | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self.start_urls = split_arg(start_urls)
+        if not self.start_urls:
+            raise ValueError("SiteSpider needs at least one start URL (-a start_urls=...)")
+        for url in self.start_urls:
+            if canonical_http_url(url) is None:
+                raise ValueError(f"start URL is not an absolute http(s) URL: {url!r}")
+        domains = split_arg(allowed_domains) or [
+            urlsplit(u).hostname or "" for u in self.start_urls
+        ]
+        # Host names only: Scrapy's OffsiteMiddleware matches host names, so a port never matches.
+        self.allowed_domains = sorted({d for d in map(normalise_domain, domains) if d})
+        self.include = [re.compile(p) for p in split_arg(include)]
+        self.exclude = [re.compile(p) for p in split_arg(exclude)]
+        self._host_re = host_regex(self.allowed_domains)
+        # LinkExtractor's own allow_domains compares host:port, so domains are checked here instead.
+        self.link_extractor = LinkExtractor(allow=self.include, deny=self.exclude, unique=True)
+        self.items_yielded = 0
+
+    async def start(self) -> AsyncIterator[Any]:
+        """One request per start URL, subject to the dupe filter (unlike Scrapy's default)."""
+        # Scrapy's default start requests use dont_filter=True: a page linking back to the
+        # start URL then gets it fetched twice, and with JOBDIR a resumed crawl refetches it.
+        for url in self.start_urls:
+            yield scrapy.Request(url, callback=self.parse, errback=self.on_error)
+
+    # -- callbacks ---------------------------------------------------------------------------
+
+    def parse(self, response: Response, **kwargs: Any) -> Iterator[Any]:
+        """Save the page if it is a 2xx HTML/text page and follow its in-domain links."""
+        stats = self.crawler.stats
+        if response.status in GONE_STATUSES:
+            self._record_gone(response)
+            return
+        if not 200 <= response.status < 300:
+            stats.inc_value("rag/skipped_non_2xx")
+            return
+        content_type = (response.headers.get(b"Content-Type") or b"").decode("latin-1").strip()
+        # No Content-Type header: trust Scrapy's sniffing of the body into an HtmlResponse.
+        fallback = "text/html" if isinstance(response, HtmlResponse) else ""
+        mime = mime_type(content_type) or fallback
+        if not is_textual(mime):
+            stats.inc_value("rag/skipped_non_html")
+            return
+        if looks_binary(response.body):
+            stats.inc_value("rag/skipped_binary")
+            self.logger.info("Skipped binary body served as %s: %s", mime, response.url)
+            return
+        if self._page_limit_reached():
+            self._requeue(response)
+            return
+        is_html = mime != "text/plain" and isinstance(response, TextResponse)
+        url = canonical_url(response.url)
+        redirects = response.meta.get("redirect_urls") or []
+        self.items_yielded += 1
+        yield PageItem(
+            item_id=item_key(url),
+            url=url,
+            requested_url=canonical_url(redirects[0] if redirects else response.request.url),
+            status=response.status,
+            content_type=content_type,
+            encoding=getattr(response, "encoding", "") or "",
+            title=self._title(response) if is_html else "",
+            html=self._decode(response),
+            links=self._page_links(response, url) if is_html else [],
+            fetched_at=utc_now_iso(),
+            depth=int(response.meta.get("depth", 0)),
+        )
+        if is_html:
+            yield from self._follow(response)
+
+    def on_error(self, failure: Failure) -> None:
+        """Count failed requests by kind; the crawl goes on."""
+        stats = self.crawler.stats
+        if failure.check(HttpError):
+            status = failure.value.response.status
+            stats.inc_value("rag/http_errors")
+            stats.inc_value(f"rag/http_errors/{status}")
+        elif failure.check(IgnoreRequest):
+            stats.inc_value("rag/requests_ignored")
+        else:
+            stats.inc_value("rag/download_errors")
+            self.logger.warning("Request failed: %s", failure.getErrorMessage())
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _record_gone(self, response: Response) -> None:
+        gone = list(self.crawler.stats.get_value(STAT_GONE) or [])
+        # The final URL and, after redirects, the URL first requested are both gone pages.
+        candidates = [response.url, *(response.meta.get("redirect_urls") or [])[:1]]
+        for url in candidates:
+            canon = canonical_url(url)
+            if canon not in gone:
+                gone.append(canon)
+        self.crawler.stats.set_value(STAT_GONE, gone)
+
+    def _page_limit_reached(self) -> bool:
+        # CLOSESPIDER_PAGECOUNT stops scheduling, but responses already in flight still arrive;
+        # this keeps the number of saved pages at or below the limit.
+        limit = self.crawler.settings.getint("CLOSESPIDER_PAGECOUNT")
+        return limit > 0 and self.items_yielded >= limit
+
+    def _requeue(self, response: Response) -> None:
+        # Over the limit: the page is not saved, but its request was already marked seen, so
+        # put it back in the scheduler (persisted with JOBDIR) for a resumed crawl to fetch.
+        # The engine is closing by now and downloads nothing more; the flag prevents a loop.
+        self.crawler.stats.inc_value("rag/skipped_page_limit")
+        if response.request is None or response.request.meta.get("rag_requeued"):
+            return
+        request = response.request.replace(dont_filter=True)
+        request.meta["rag_requeued"] = True
+        self.crawler.engine.crawl(request)
+
+    @staticmethod
+    def _decode(response: Response) -> str:
+        if isinstance(response, TextResponse):
+            try:
+                return response.text
+            except (UnicodeDecodeError, LookupError):
+                encoding = response.encoding or "utf-8"
+        else:
+            encoding = "utf-8"
+        try:
+            return response.body.decode(encoding, errors="replace")
+        except LookupError:  # unknown codec name declared by the server
+            return response.body.decode("utf-8", errors="replace")
+
+    @staticmethod
+    def _title(response: TextResponse) -> str:
+        title = normalise_space(response.xpath("string((//title)[1])").get() or "")
+        return title or normalise_space(response.xpath("string((//h1)[1])").get() or "")
+
+    @staticmethod
+    def _page_links(response: TextResponse, page_url: str) -> list[str]:
+        links: dict[str, None] = {}  # ordered set: page order, first occurrence wins
+        for href in response.xpath("//a/@href").getall():
+            href = href.strip()
+            if not href:
+                continue
+            absolute = canonical_http_url(response.urljoin(href))
+            # A fragment-only or self link is in-page navigation, not an outgoing link.
+            if absolute and absolute != page_url:
+                links.setdefault(absolute, None)
+        return list(links)
+
+    def _follow(self, response: TextResponse) -> Iterator[scrapy.Request]:
+        for link in self.link_extractor.extract_links(response):
+            try:
+                parts = urlsplit(link.url)
+                host = parts.hostname or ""
+            except ValueError:
+                continue
+            if parts.scheme in {"http", "https"} and self._host_re.search(host):
+                yield response.follow(link.url, callback=self.parse, errback=self.on_error)

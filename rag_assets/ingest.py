@@ -1,0 +1,364 @@
+"""Item-partitioned ingestion: raw_items -> documents -> chunks -> embeddings.
+
+Every asset handles all partitions of its run at once (``BackfillPolicy.single_run``):
+a run carries the batch of items the sensor found, and the embedding model
+encodes all their chunks in shared batches. Each asset writes its own DuckDB
+table, replacing the batch's rows in one transaction, so every rerun is safe. A
+broken item is recorded in ``ingest_errors`` (item, stage, error) and skipped;
+it never fails the rest of its batch.
+"""
+
+import time
+import warnings
+from collections.abc import Sequence
+
+import dagster as dg
+
+from rag_assets.crawl import crawled_pages
+from rag_assets.partitions import items_partitions
+from rag_core import ids, store
+from rag_core.extraction import extract_document
+from rag_core.items import ItemFileError
+from resources.chunker import TokenChunker
+from resources.duckdb_store import DuckDBStore
+from resources.embedder import SentenceTransformerEmbedder
+from resources.raw_items import RawItemStore
+
+# single_run backfill policy is the documented way to micro-batch (DESIGN.md), still "beta".
+warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
+
+GROUP = "ingestion"
+# Transient failures (a DuckDB lock held too long, a brief I/O error) retry with backoff;
+# per-item failures are recorded, not raised, so they are never retried in a loop.
+RETRY = dg.RetryPolicy(
+    max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+PREVIEW_CHARS = 300
+# Embeddings are committed in groups of whole items, so stored results grow during a run.
+EMBED_WRITE_GROUP_CHUNKS = 256
+
+
+def _item_asset(**kwargs):
+    return dg.asset(
+        partitions_def=items_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name=GROUP,
+        retry_policy=RETRY,
+        **kwargs,
+    )
+
+
+def _in_list(column: str = "item_id") -> str:
+    return f"{column} IN (SELECT unnest(?))"
+
+
+def _select(store: DuckDBStore, sql: str, keys: Sequence[str]) -> list[tuple]:
+    return store.query(sql, [list(keys)])
+
+
+def _error_preview(errors: dict[str, str]) -> dg.MetadataValue:
+    lines = [
+        f"| `{key}` | {msg[:200].replace('|', '/')} |" for key, msg in list(errors.items())[:20]
+    ]
+    table = "| item | error |\n| --- | --- |\n" + "\n".join(lines) if lines else "no errors"
+    return dg.MetadataValue.md(table)
+
+
+def _common_metadata(keys: Sequence[str], errors: dict[str, str], started: float) -> dict:
+    return {
+        "items": dg.MetadataValue.int(len(keys)),
+        "errors": dg.MetadataValue.int(len(errors)),
+        "error_items": _error_preview(errors),
+        "elapsed_s": dg.MetadataValue.float(round(time.monotonic() - started, 3)),
+    }
+
+
+RAW_COLUMNS = (
+    "item_id",
+    "url",
+    "requested_url",
+    "status",
+    "content_type",
+    "title",
+    "fetched_at",
+    "html_chars",
+    "truncated",
+    "links",
+    "file_path",
+)
+
+
+@_item_asset(kinds={"json", "duckdb"}, deps=[crawled_pages])
+def raw_items(
+    context: dg.AssetExecutionContext, raw_store: RawItemStore, duckdb: DuckDBStore
+) -> dg.MaterializeResult:
+    """Crawled pages, validated from their item files, as rows of the raw_items table."""
+    started = time.monotonic()
+    keys = context.partition_keys
+    rows, errors = [], {}
+    for key in keys:
+        try:
+            item = raw_store.read(key)
+        except ItemFileError as exc:
+            errors[key] = str(exc)
+            continue
+        rows.append(
+            (
+                item.item_id,
+                item.url,
+                item.requested_url,
+                item.status,
+                item.content_type,
+                item.title,
+                item.fetched_at,
+                len(item.html),
+                item.truncated,
+                list(item.links),
+                str(raw_store.path_for(key)),
+            )
+        )
+    if errors:
+        context.log.warning(f"{len(errors)} item file(s) unusable: {list(errors)[:5]}")
+    duckdb.store_stage(
+        "raw_items",
+        keys,
+        "raw_items",
+        RAW_COLUMNS,
+        rows,
+        [r[0] for r in rows],
+        errors,
+        context.run_id,
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **_common_metadata(keys, errors, started),
+            "stored": dg.MetadataValue.int(len(rows)),
+            "truncated_pages": dg.MetadataValue.int(sum(1 for r in rows if r[8])),
+            "preview": dg.MetadataValue.md(
+                "\n".join(f"- [{r[5] or r[1]}]({r[1]})" for r in rows[:10]) or "(none)"
+            ),
+        }
+    )
+
+
+DOC_COLUMNS = (
+    "item_id",
+    "url",
+    "title",
+    "text",
+    "content_hash",
+    "word_count",
+    "headings",
+    "fetched_at",
+)
+
+
+@_item_asset(kinds={"python", "duckdb"}, deps=[raw_items])
+def documents(
+    context: dg.AssetExecutionContext, raw_store: RawItemStore, duckdb: DuckDBStore
+) -> dg.MaterializeResult:
+    """Main text of each page (boilerplate removed, structure kept) with its content hash."""
+    started = time.monotonic()
+    keys = context.partition_keys
+    valid = {
+        row[0] for row in _select(duckdb, f"SELECT item_id FROM raw_items WHERE {_in_list()}", keys)
+    }
+    rows, errors = [], {}
+    for key in keys:
+        if key not in valid:
+            continue  # its raw_items error is already recorded
+        try:
+            item = raw_store.read(key)
+        except ItemFileError as exc:
+            errors[key] = str(exc)
+            continue
+        doc = extract_document(item.html, item.url)
+        if not doc.text.strip():
+            errors[key] = "page has no main text after boilerplate removal"
+            continue
+        title = doc.title or item.title
+        rows.append(
+            (
+                key,
+                item.url,
+                title,
+                doc.text,
+                ids.content_hash(doc.text),
+                doc.word_count,
+                list(doc.headings),
+                item.fetched_at,
+            )
+        )
+    duckdb.store_stage(
+        "documents",
+        keys,
+        "documents",
+        DOC_COLUMNS,
+        rows,
+        [r[0] for r in rows],
+        errors,
+        context.run_id,
+    )
+    preview = rows[0][3][:PREVIEW_CHARS] if rows else "(none)"
+    return dg.MaterializeResult(
+        metadata={
+            **_common_metadata(keys, errors, started),
+            "documents": dg.MetadataValue.int(len(rows)),
+            "words": dg.MetadataValue.int(sum(r[5] for r in rows)),
+            "preview": dg.MetadataValue.md(f"**{rows[0][2]}**\n\n{preview}" if rows else preview),
+        }
+    )
+
+
+CHUNK_COLUMNS = (
+    "chunk_id",
+    "item_id",
+    "chunk_index",
+    "heading",
+    "text",
+    "token_count",
+    "content_hash",
+)
+
+
+@_item_asset(kinds={"python", "duckdb"}, deps=[documents])
+def chunks(
+    context: dg.AssetExecutionContext, chunker: TokenChunker, duckdb: DuckDBStore
+) -> dg.MaterializeResult:
+    """Heading-aware chunks that fit the embedding model's max_seq_length, with stable ids."""
+    started = time.monotonic()
+    keys = context.partition_keys
+    limit = chunker.max_tokens
+    docs = _select(
+        duckdb,
+        f"SELECT item_id, title, text, content_hash FROM documents WHERE {_in_list()}",
+        keys,
+    )
+    rows, errors, chunked = [], {}, []
+    for item_id, title, text, content_hash in docs:
+        try:
+            pieces = chunker.chunk(text, title)
+        except Exception as exc:  # one pathological document must not stop the batch
+            errors[item_id] = f"chunking failed: {type(exc).__name__}: {exc}"
+            continue
+        chunked.append(item_id)
+        for piece in pieces:
+            rows.append(
+                (
+                    ids.chunk_id(item_id, piece.index, piece.text),
+                    item_id,
+                    piece.index,
+                    piece.heading,
+                    piece.text,
+                    piece.token_count,
+                    content_hash,
+                )
+            )
+    duckdb.store_stage(
+        "chunks", keys, "chunks", CHUNK_COLUMNS, rows, chunked, errors, context.run_id
+    )
+    tokens = [r[5] for r in rows]
+    return dg.MaterializeResult(
+        metadata={
+            **_common_metadata(keys, errors, started),
+            "chunks": dg.MetadataValue.int(len(rows)),
+            "max_tokens_per_chunk": dg.MetadataValue.int(limit),
+            "mean_tokens": dg.MetadataValue.float(
+                round(sum(tokens) / len(tokens), 1) if tokens else 0.0
+            ),
+            "largest_chunk_tokens": dg.MetadataValue.int(max(tokens, default=0)),
+            "tokenizer": chunker.model,
+            "preview": dg.MetadataValue.md(rows[0][4][:PREVIEW_CHARS] if rows else "(none)"),
+        }
+    )
+
+
+def _groups_of_whole_items(rows: list[tuple], size: int) -> list[list[tuple]]:
+    """Split (chunk_id, item_id, text) rows into groups of ~``size``, never splitting an item."""
+    groups, current = [], []
+    for index, row in enumerate(rows):
+        current.append(row)
+        last_of_item = index + 1 == len(rows) or rows[index + 1][1] != row[1]
+        if last_of_item and len(current) >= size:
+            groups.append(current)
+            current = []
+    if current:
+        groups.append(current)
+    return groups
+
+
+@_item_asset(kinds={"pytorch", "duckdb"}, deps=[chunks])
+def embeddings(
+    context: dg.AssetExecutionContext, embedder: SentenceTransformerEmbedder, duckdb: DuckDBStore
+) -> dg.MaterializeResult:
+    """Normalised sentence-transformers vectors, one per chunk, batched across the run's items."""
+    started = time.monotonic()
+    keys = context.partition_keys
+    info = embedder.info
+    rows = _select(
+        duckdb,
+        f"SELECT chunk_id, item_id, text FROM chunks WHERE {_in_list()} "
+        "ORDER BY item_id, chunk_index",
+        keys,
+    )
+    cached = {}
+    if rows:
+        # An unchanged chunk keeps its id, so its stored vector is reused, never recomputed.
+        with duckdb.connection() as con:
+            if store.table_exists(con, "embeddings"):
+                cached = dict(
+                    con.execute(
+                        f"SELECT chunk_id, embedding FROM embeddings WHERE model = ? "
+                        f"AND {_in_list('chunk_id')}",
+                        [info.name, [r[0] for r in rows]],
+                    ).fetchall()
+                )
+    embedded = reused = 0
+    first_stored_at = None
+    where = ""
+    encode_s = 0.0
+    for group in _groups_of_whole_items(rows, EMBED_WRITE_GROUP_CHUNKS):
+        todo = [r for r in group if r[0] not in cached]
+        vectors = {}
+        if todo:
+            t0 = time.monotonic()
+            matrix, where = embedder.embed([r[2] for r in todo])
+            encode_s += time.monotonic() - t0
+            vectors = {r[0]: matrix[i].tolist() for i, r in enumerate(todo)}
+        out = [
+            (r[0], r[1], info.name, vectors[r[0]] if r[0] in vectors else list(cached[r[0]]))
+            for r in group
+        ]
+        group_items = sorted({r[1] for r in group})
+        dim = len(out[0][3]) if out else info.dimension
+        duckdb.replace_items(
+            "embeddings", group_items, ("chunk_id", "item_id", "model", "embedding"), out, dim
+        )
+        embedded += len(todo)
+        reused += len(group) - len(todo)
+        first_stored_at = first_stored_at or time.time()
+    # Items of the batch without chunks (their document failed or is gone) keep no vectors.
+    with_chunks = {r[1] for r in rows}
+    stale = [k for k in keys if k not in with_chunks]
+    if stale:
+        with duckdb.write() as con:
+            store.delete_items(con, "embeddings", stale)
+    return dg.MaterializeResult(
+        metadata={
+            "items": dg.MetadataValue.int(len(keys)),
+            "embeddings": dg.MetadataValue.int(len(rows)),
+            "embedded": dg.MetadataValue.int(embedded),
+            "reused": dg.MetadataValue.int(reused),
+            "model": info.name,
+            "dtype": embedder.dtype,
+            "dimension": dg.MetadataValue.int(info.dimension or 0),
+            "computed": where or "nothing to embed",
+            "encode_s": dg.MetadataValue.float(round(encode_s, 3)),
+            "chunks_per_s": dg.MetadataValue.float(
+                round(embedded / encode_s, 1) if encode_s else 0.0
+            ),
+            "elapsed_s": dg.MetadataValue.float(round(time.monotonic() - started, 3)),
+            # Epoch seconds of the first commit of this run: time-to-first-embedding figures.
+            "first_stored_at": dg.MetadataValue.float(first_stored_at or 0.0),
+        }
+    )

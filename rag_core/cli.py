@@ -1,0 +1,124 @@
+"""The ``rag`` command: run the platform, and small tools around it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rag_core.settings import SettingsError, env_example, load_settings
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from rag_core.runner import RunFailedError, run_pipeline
+
+    settings = load_settings()
+    print(f"rag run: mode={settings.pipeline_mode}, data in {settings.data_dir}")
+    try:
+        summary = run_pipeline(settings)
+    except RunFailedError as exc:
+        print(f"rag run failed: {exc}", file=sys.stderr)
+        return 1
+    print("Summary:")
+    for key, value in summary.items():
+        print(f"  {key}: {value}")
+    if args.json_summary:
+        with open(args.json_summary, "w") as handle:
+            json.dump(summary, handle, indent=2)
+    if summary["crawl_status"] != "SUCCESS":
+        print(f"rag run failed: the crawl run ended {summary['crawl_status']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from rag_core.runner import (
+        BIN,
+        Services,
+        free_port,
+        prepare_instance,
+        wait_for_embedding_server,
+    )
+    from rag_core.settings import PROJECT_ROOT, child_environment
+
+    settings = load_settings()
+    prepare_instance(settings)
+    services = Services(settings.data_dir / "logs")
+    overrides = {}
+    try:
+        if settings.embedding_server and not settings.embedding_server_url:
+            url = f"http://127.0.0.1:{free_port()}"
+            services.start(
+                "embedding-server",
+                [
+                    sys.executable,
+                    "-m",
+                    "rag_core.embedding_server",
+                    "--port",
+                    url.rsplit(":", 1)[1],
+                    "--model",
+                    settings.embedding_model,
+                    "--dtype",
+                    settings.embedding_dtype,
+                    "--threads",
+                    str(settings.torch_num_threads),
+                ],
+                child_environment(settings),
+            )
+            wait_for_embedding_server(url, services)
+            overrides["EMBEDDING_SERVER_URL"] = url
+            print(f"warm embedding model at {url}")
+        cmd = [
+            str(BIN / "dagster"),
+            "dev",
+            "-w",
+            "workspace.yaml",
+            "-h",
+            args.host,
+            "-p",
+            str(args.port),
+        ]
+        return subprocess.call(cmd, cwd=PROJECT_ROOT, env=child_environment(settings, **overrides))
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        services.stop()
+
+
+def _cmd_env_example(args: argparse.Namespace) -> int:
+    sys.stdout.write(env_example())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="rag", description="RAG ingestion platform on Dagster")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser(
+        "run", help="crawl and ingest end to end (starts a Dagster daemon; waits until done)"
+    )
+    run.add_argument("--json-summary", metavar="PATH", help="also write the summary as JSON")
+    run.set_defaults(func=_cmd_run)
+    dev = sub.add_parser("dev", help="the Dagster UI (dagster dev) with a warm embedding model")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(func=_cmd_dev)
+    env = sub.add_parser("env-example", help="print every setting with its default")
+    env.set_defaults(func=_cmd_env_example)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``rag`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

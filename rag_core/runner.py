@@ -1,0 +1,319 @@
+"""``rag run``: the whole platform on one machine, end to end, with live progress.
+
+It starts what a deployment keeps running (the warm embedding server, a Dagster
+daemon on the project's instance), serves the demo site when no START_URLS are
+set, launches the crawl run through the instance's run queue, and lets the sensor
+drive ingestion. It returns once every crawled item is ingested.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rag_core.settings import PROJECT_ROOT, Settings, child_environment
+from rag_core.status import item_keys_on_disk, store_counts
+
+BIN = Path(sys.executable).parent
+FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
+
+
+class RunFailedError(RuntimeError):
+    """The crawl or ingestion did not complete."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def prepare_instance(settings: Settings) -> Path:
+    """Create DAGSTER_HOME with a link to the repository's dagster.yaml."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    link = home / "dagster.yaml"
+    target = PROJECT_ROOT / "dagster.yaml"
+    if not (link.is_symlink() and link.resolve() == target.resolve()):
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
+    return home
+
+
+@dataclass
+class Services:
+    """Background processes started for one ``rag run``, stopped together."""
+
+    log_dir: Path
+    processes: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(
+            cmd,
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes.append((name, process))
+        return process
+
+    def check_alive(self) -> None:
+        for name, process in self.processes:
+            if process.poll() is not None:
+                raise RunFailedError(
+                    f"{name} exited with code {process.returncode}; see {self.log_dir / name}.log"
+                )
+
+    def stop(self) -> None:
+        for _, process in reversed(self.processes):
+            if process.poll() is None:
+                process.terminate()
+        for _, process in reversed(self.processes):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def wait_for_embedding_server(url: str, services: Services, timeout_s: float = 180) -> dict:
+    """Block until the server has loaded its model and answers."""
+    from rag_core.embedding_server import health
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        services.check_alive()
+        described = health(url, timeout=1)
+        if described:
+            return described
+        time.sleep(0.2)
+    raise RunFailedError(f"the embedding server at {url} did not start in {timeout_s:.0f} s")
+
+
+@contextlib.contextmanager
+def demo_site_if_needed(settings: Settings) -> Iterator[str | None]:
+    """Serve the bundled demo site when the user set no START_URLS."""
+    if settings.start_urls:
+        yield None
+        return
+    from resources.scrapy_crawler import DEMO_SITE_ROOT, demo_site
+
+    if not any(DEMO_SITE_ROOT.glob("*.html")):
+        raise RunFailedError(
+            f"the demo site is missing: run `python -m demo_site.generate --out {DEMO_SITE_ROOT}`"
+        )
+    with demo_site(settings.demo_site_port) as url:
+        yield url
+
+
+@dataclass
+class Progress:
+    """One progress snapshot."""
+
+    elapsed: float
+    counts: dict
+    runs: int
+
+    def line(self) -> str:
+        c = self.counts
+        rate = c["chunks"] / self.elapsed if self.elapsed else 0.0
+        return (
+            f"Progress: Files={c['files']}, Docs={c['documents']}, Chunks={c['chunks']}, "
+            f"Embeddings={c['embeddings']}, Errors={c['errors']}, Runs={self.runs} "
+            f"| {rate:.1f} chunks/s | {self.elapsed:.0f}s"
+        )
+
+
+class Reporter:
+    """Prints progress in place on a terminal, one plain line per change otherwise."""
+
+    def __init__(self, stream=sys.stdout):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last = ""
+
+    def update(self, text: str) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K" + text)
+            self.stream.flush()
+        elif text.split("|")[0] != self.last.split("|")[0]:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+        self.last = text
+
+    def done(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+
+
+def _runs_since(instance, started: dt.datetime) -> list:
+    import dagster as dg
+
+    return list(instance.get_run_records(filters=dg.RunsFilter(created_after=started)))
+
+
+def _first_embedding_time(instance, run_records) -> float | None:
+    """When the first vector of this session was committed (from the assets' metadata)."""
+    import dagster as dg
+
+    times = []
+    for record in run_records:
+        if record.dagster_run.tags.get("rag/lane") != "ingest":
+            continue
+        for event in instance.all_logs(
+            record.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        ):
+            mat = event.asset_materialization
+            if (
+                mat
+                and mat.asset_key == dg.AssetKey("embeddings")
+                and "first_stored_at" in mat.metadata
+            ):
+                times.append(float(mat.metadata["first_stored_at"].value))
+    return min(times) if times else None
+
+
+def run_pipeline(settings: Settings, reporter: Reporter | None = None) -> dict:
+    """Crawl and ingest end to end; return the summary (raises RunFailedError on failure)."""
+
+    reporter = reporter or Reporter()
+    wall_start = time.time()
+    started_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    home = prepare_instance(settings)
+    services = Services(settings.data_dir / "logs")
+    overrides = {}
+    try:
+        with demo_site_if_needed(settings) as site_url:
+            if site_url:
+                print(f"Serving the demo site at {site_url}")
+            server_url = settings.embedding_server_url
+            if settings.embedding_server and not server_url:
+                server_url = f"http://127.0.0.1:{free_port()}"
+                port = server_url.rsplit(":", 1)[1]
+                services.start(
+                    "embedding-server",
+                    [
+                        sys.executable,
+                        "-m",
+                        "rag_core.embedding_server",
+                        "--port",
+                        port,
+                        "--model",
+                        settings.embedding_model,
+                        "--dtype",
+                        settings.embedding_dtype,
+                        "--threads",
+                        str(settings.torch_num_threads),
+                    ],
+                    child_environment(settings),
+                )
+            if server_url:
+                overrides["EMBEDDING_SERVER_URL"] = server_url
+            env = child_environment(settings, **overrides)
+            services.start(
+                "dagster-daemon", [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env
+            )
+            if server_url and not settings.embedding_server_url:
+                described = wait_for_embedding_server(server_url, services)
+                print(
+                    f"Embedding model warm: {described['model']} ({described['dtype']})"
+                )
+            crawl_run_id = str(uuid.uuid4())
+            launch = subprocess.run(
+                [
+                    str(BIN / "dagster"),
+                    "job",
+                    "launch",
+                    "-w",
+                    "workspace.yaml",
+                    "--job",
+                    "crawl_site",
+                    "--run-id",
+                    crawl_run_id,
+                ],
+                cwd=PROJECT_ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            if launch.returncode != 0:
+                raise RunFailedError(f"could not launch the crawl run:\n{launch.stderr[-3000:]}")
+            print(f"Crawl run {crawl_run_id} queued; the sensor ingests pages as they arrive")
+            summary = _watch(
+                settings, home, crawl_run_id, started_at, wall_start, services, reporter
+            )
+    finally:
+        reporter.done()
+        services.stop()
+    return summary
+
+
+def _watch(settings, home, crawl_run_id, started_at, wall_start, services, reporter) -> dict:
+    import dagster as dg
+
+    deadline = time.monotonic() + settings.run_timeout_seconds
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        idle_since = None
+        while True:
+            services.check_alive()
+            records = _runs_since(instance, started_at)
+            crawl = instance.get_run_by_id(crawl_run_id)
+            counts = store_counts(settings.raw_dir, settings.duckdb_path).as_dict()
+            reporter.update(Progress(time.time() - wall_start, counts, len(records)).line())
+            ingest = [r for r in records if r.dagster_run.tags.get("rag/lane") == "ingest"]
+            in_flight = any(r.dagster_run.status.value not in FINISHED for r in ingest)
+            if crawl is not None and crawl.status.value in FINISHED and not in_flight:
+                keys = set(item_keys_on_disk(settings.raw_dir))
+                done = set(instance.get_materialized_partitions(dg.AssetKey("embeddings")))
+                if keys <= done:
+                    break
+                # Nothing in flight but items not done: give the sensor a few ticks.
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since > 60:
+                    failed = [
+                        r.dagster_run.run_id
+                        for r in ingest
+                        if r.dagster_run.status.value == "FAILURE"
+                    ]
+                    raise RunFailedError(
+                        f"{len(keys - done)} item(s) were not ingested; failed runs: {failed}"
+                    )
+            else:
+                idle_since = None
+            if time.monotonic() > deadline:
+                raise RunFailedError(
+                    f"not finished after RUN_TIMEOUT_SECONDS={settings.run_timeout_seconds}"
+                )
+            time.sleep(1.0)
+        records = _runs_since(instance, started_at)
+        first_embedding = _first_embedding_time(instance, records)
+        failed_runs = [r for r in records if r.dagster_run.status.value == "FAILURE"]
+        crawl_status = crawl.status.value
+    counts = store_counts(settings.raw_dir, settings.duckdb_path).as_dict()
+    mtimes = [p.stat().st_mtime for p in settings.raw_dir.glob("item_*.json")]
+    new_mtimes = [m for m in mtimes if m >= wall_start]
+    first_file = min(new_mtimes) if new_mtimes else None
+    return {
+        **counts,
+        "pages": counts["files"],
+        "wall_time_s": round(time.time() - wall_start, 1),
+        "dagster_runs": len(records),
+        "ingestion_runs": sum(1 for r in records if r.dagster_run.tags.get("rag/lane") == "ingest"),
+        "failed_runs": len(failed_runs),
+        "crawl_status": crawl_status,
+        "first_file_to_first_embedding_s": (
+            round(first_embedding - first_file, 1) if first_embedding and first_file else None
+        ),
+    }

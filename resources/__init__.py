@@ -1,0 +1,1 @@
+"""Dagster resources: every external system the assets touch, typed and configurable."""

@@ -1,0 +1,53 @@
+"""Embedding resource: sentence-transformers, in-process or through the warm embedding server."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import dagster as dg
+import numpy as np
+
+from rag_core import embedding
+from rag_core.embedding_server import EmbeddingServerError, remote_encode
+
+log = logging.getLogger(__name__)
+
+# One loaded model per process and configuration: a run embeds all its items with it.
+_LOADED: dict[tuple[str, str, int], Any] = {}
+
+
+class SentenceTransformerEmbedder(dg.ConfigurableResource):
+    """The embedding model; uses the warm server at ``server_url`` when one answers."""
+
+    provider: str = "sentence-transformers"
+    model: str = embedding.DEFAULT_MODEL
+    dtype: str = "float32"
+    batch_size: int = 64
+    torch_threads: int = 0
+    server_url: str = ""
+
+    @property
+    def info(self) -> embedding.ModelInfo:
+        """Path, max_seq_length and dimension, read from the model folder without torch."""
+        return embedding.resolve_model(self.model)
+
+    def _local_model(self) -> Any:
+        key = (self.model, self.dtype, self.torch_threads)
+        if key not in _LOADED:
+            _LOADED[key] = embedding.load_model(self.model, self.dtype, self.torch_threads)
+        return _LOADED[key]
+
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, str]:
+        """Normalised float32 vectors for ``texts`` and where they were computed."""
+        if self.server_url:
+            try:
+                vectors = remote_encode(
+                    self.server_url, texts, self.info.name, self.dtype, self.batch_size
+                )
+                return vectors, f"server {self.server_url}"
+            except EmbeddingServerError as exc:
+                # The server is an accelerator, not a dependency: fall back to loading here.
+                log.warning("%s; loading the model in this process instead", exc)
+        vectors = embedding.encode(self._local_model(), texts, self.batch_size)
+        return vectors, "in-process"

@@ -1,0 +1,149 @@
+"""Resource that runs the Scrapy crawl in a subprocess and streams its log.
+
+Twisted's reactor cannot be restarted inside one process, so every crawl is a
+fresh ``python -m crawler`` process; its stderr is forwarded line by line to the
+Dagster run's log, and its statistics come back as a JSON file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import dagster as dg
+
+from rag_core.settings import PROJECT_ROOT
+
+DEMO_SITE_ROOT = PROJECT_ROOT / "data" / "demo_site"
+
+
+class CrawlFailedError(RuntimeError):
+    """The crawl process exited with an error."""
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def demo_site(port: int) -> Iterator[str]:
+    """Serve the bundled demo site on a fixed port (fixed: item keys include host and port).
+
+    If something already answers there (``rag run`` or an earlier crawl), it is reused.
+    """
+    url = f"http://127.0.0.1:{port}/"
+    if _answers(url):
+        yield url
+        return
+    from demo_site.serve import SiteServer
+
+    server = SiteServer(DEMO_SITE_ROOT, host="127.0.0.1", port=port)
+    server.start()
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+class ScrapyCrawler(dg.ConfigurableResource):
+    """Scrapy crawl of a site into item files; empty ``start_urls`` = the bundled demo site."""
+
+    raw_dir: str
+    state_dir: str
+    start_urls: list[str] = []
+    allowed_domains: list[str] = []
+    max_pages: int = 0
+    depth_limit: int = 0
+    include: list[str] = []
+    exclude: list[str] = []
+    concurrency: int = 16
+    autothrottle: bool = False
+    max_page_chars: int = 2_000_000
+    log_level: str = "INFO"
+    demo_site_port: int = 8765
+
+    @property
+    def stats_file(self) -> Path:
+        return Path(self.state_dir) / "last_crawl_stats.json"
+
+    @property
+    def jobdir(self) -> Path:
+        return Path(self.state_dir) / "jobdir"
+
+    def command(self, start_urls: list[str], max_pages: int) -> list[str]:
+        """The ``python -m crawler`` command line for this configuration."""
+        cmd = [sys.executable, "-m", "crawler", "--raw-dir", self.raw_dir]
+        for url in start_urls:
+            cmd += ["--start-url", url]
+        for domain in self.allowed_domains:
+            cmd += ["--allowed-domain", domain]
+        for pattern in self.include:
+            cmd += ["--include", pattern]
+        for pattern in self.exclude:
+            cmd += ["--exclude", pattern]
+        cmd += [
+            "--max-pages",
+            str(max_pages),
+            "--depth-limit",
+            str(self.depth_limit),
+            "--max-page-chars",
+            str(self.max_page_chars),
+            "--concurrency",
+            str(self.concurrency),
+            "--log-level",
+            self.log_level,
+            "--stats-file",
+            str(self.stats_file),
+            "--jobdir",
+            str(self.jobdir),
+        ]
+        if self.autothrottle:
+            cmd.append("--autothrottle")
+        return cmd
+
+    def crawl(
+        self,
+        log_line: Callable[[str], None],
+        start_urls: list[str] | None = None,
+        max_pages: int | None = None,
+    ) -> dict:
+        """Run one crawl to the end, forwarding its log; return Scrapy's statistics."""
+        urls = list(start_urls or self.start_urls)
+        pages = self.max_pages if max_pages is None else max_pages
+        Path(self.state_dir).mkdir(parents=True, exist_ok=True)
+        self.stats_file.unlink(missing_ok=True)
+        with contextlib.ExitStack() as stack:
+            if not urls:
+                urls = [stack.enter_context(demo_site(self.demo_site_port))]
+            cmd = self.command(urls, pages)
+            log_line(f"starting crawl of {', '.join(urls)}")
+            process = subprocess.Popen(
+                cmd,
+                cwd=PROJECT_ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+            )
+            assert process.stdout is not None
+            for line in process.stdout:
+                log_line(line.rstrip())
+            code = process.wait()
+        if code != 0:
+            raise CrawlFailedError(f"crawl exited with code {code}; see the log above")
+        # A finished crawl must not resume from its JOBDIR next time (it would skip every
+        # page as already seen); only a killed crawl leaves it behind to resume from.
+        shutil.rmtree(self.jobdir, ignore_errors=True)
+        stats = json.loads(self.stats_file.read_text()) if self.stats_file.is_file() else {}
+        stats["start_urls"] = urls
+        return stats

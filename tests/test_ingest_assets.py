@@ -1,0 +1,164 @@
+"""Ingestion assets materialised in-process (ephemeral instance, real DuckDB, real MiniLM)."""
+
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pytest
+
+from rag_assets.definitions import build_definitions
+from rag_assets.ingest import chunks, documents, embeddings, raw_items
+from rag_core.chunking import ModelTokenizer
+from rag_core.embedding import resolve_model
+from tests.helpers import paragraphs, settings_for, write_page
+
+INGEST = [raw_items, documents, chunks, embeddings]
+
+
+def materialize(instance, settings, keys):
+    instance.add_dynamic_partitions(
+        "items", [k for k in keys if not instance.has_dynamic_partition("items", k)]
+    )
+    order = instance.get_dynamic_partitions("items")
+    ordered = sorted(keys, key=order.index)
+    result = dg.materialize(
+        INGEST,
+        instance=instance,
+        resources=build_definitions(settings).resources,
+        tags={
+            "dagster/asset_partition_range_start": ordered[0],
+            "dagster/asset_partition_range_end": ordered[-1],
+        },
+    )
+    assert result.success
+    return result
+
+
+def metadata(result, asset):
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key.path == [asset]]
+    return {k: v.value for k, v in events[0].materialization.metadata.items()}
+
+
+def rows(settings, sql):
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+@pytest.fixture
+def site(tmp_path):
+    settings = settings_for(tmp_path / "data", EMBEDDING_SERVER="false")
+    raw = settings.raw_dir
+    keys = [
+        write_page(
+            raw,
+            "http://docs.test/install",
+            "Install",
+            "<h2>Linux</h2>"
+            + paragraphs("installing on Linux", 30)
+            + "<h2>Windows</h2>"
+            + paragraphs("installing on Windows", 5),
+        ),
+        write_page(
+            raw,
+            "http://docs.test/faq",
+            "FAQ",
+            "<ul><li>Is it free? Yes.</li><li>Does it scale? Yes.</li></ul>",
+        ),
+        write_page(
+            raw,
+            "http://docs.test/config",
+            "Configuration",
+            "<pre><code>retries: 3\ntimeout: 30</code></pre>"
+            + paragraphs("configuring retries", 4),
+        ),
+    ]
+    broken = "0123456789abcdef"
+    (raw / f"item_{broken}.json").write_text('{"item_id": "0123456789abcdef", "url": ')  # truncated
+    empty = write_page(raw, "http://docs.test/empty", "", "")
+    return settings, keys, broken, empty
+
+
+def test_batch_ingests_good_items_and_records_bad_ones(site):
+    settings, keys, broken, empty = site
+    with dg.instance_for_test() as instance:
+        result = materialize(instance, settings, [*keys, broken, empty])
+    assert metadata(result, "raw_items")["errors"] == 1
+    assert sorted(r[0] for r in rows(settings, "SELECT item_id FROM documents")) == sorted(keys)
+    errors = dict(
+        ((r[0], r[1]), r[2])
+        for r in rows(settings, "SELECT item_id, stage, error FROM ingest_errors")
+    )
+    assert "not valid JSON" in errors[(broken, "raw_items")]
+    assert "no main text" in errors[(empty, "documents")]
+    texts = dict(rows(settings, "SELECT item_id, text FROM documents"))
+    install = texts[keys[0]]
+    assert install.startswith("# Install")
+    assert "## Windows" in install
+    assert "All rights reserved" not in install and "Home" not in install.split("\n")[0]
+    assert "retries: 3\ntimeout: 30" in texts[keys[2]]
+    # Every chunk has exactly one normalised 384-dimensional vector.
+    chunk_ids = {r[0] for r in rows(settings, "SELECT chunk_id FROM chunks")}
+    vectors = rows(settings, "SELECT chunk_id, model, embedding FROM embeddings")
+    assert {v[0] for v in vectors} == chunk_ids and len(vectors) == len(chunk_ids)
+    assert all(len(v[2]) == 384 for v in vectors)
+    assert {v[1] for v in vectors} == {"sentence-transformers/all-MiniLM-L6-v2"}
+    norms = np.linalg.norm(np.array([v[2] for v in vectors]), axis=1)
+    assert np.allclose(norms, 1.0, atol=1e-4)
+    assert metadata(result, "embeddings")["embedded"] == len(chunk_ids)
+
+
+def test_chunks_fit_the_model_and_follow_headings(site):
+    settings, keys, _, _ = site
+    with dg.instance_for_test() as instance:
+        materialize(instance, settings, keys)
+    tokenizer = ModelTokenizer.from_model_dir(resolve_model(settings.embedding_model).path)
+    found = rows(
+        settings,
+        "SELECT item_id, chunk_index, heading, text, token_count FROM chunks ORDER BY item_id, chunk_index",
+    )
+    assert len(found) > 5
+    for _, _, _, text, count in found:
+        # With [CLS] and [SEP] the model sees at most max_seq_length tokens: nothing is cut off.
+        assert tokenizer.count(text) == count
+        assert count + tokenizer.special_tokens <= tokenizer.max_seq_length
+    install = [r for r in found if r[0] == keys[0]]
+    assert [r[1] for r in install] == list(range(len(install)))
+    assert any("Windows" in (r[2] or "") for r in install)
+
+
+def test_rerun_is_idempotent_and_reuses_vectors(site):
+    settings, keys, _, _ = site
+    with dg.instance_for_test() as instance:
+        materialize(instance, settings, keys)
+        before = rows(settings, "SELECT chunk_id, embedding FROM embeddings ORDER BY chunk_id")
+        again = materialize(instance, settings, keys)
+    after = rows(settings, "SELECT chunk_id, embedding FROM embeddings ORDER BY chunk_id")
+    assert before == after
+    assert metadata(again, "embeddings")["embedded"] == 0
+    assert metadata(again, "embeddings")["reused"] == len(after)
+    for table in ("raw_items", "documents"):
+        assert rows(settings, f"SELECT count(*), count(DISTINCT item_id) FROM {table}")[0] == (3, 3)
+
+
+def test_changed_page_replaces_its_chunks(site):
+    settings, keys, _, _ = site
+    with dg.instance_for_test() as instance:
+        materialize(instance, settings, keys)
+        old = {
+            r[0] for r in rows(settings, f"SELECT chunk_id FROM chunks WHERE item_id = '{keys[1]}'")
+        }
+        write_page(
+            settings.raw_dir,
+            "http://docs.test/faq",
+            "FAQ",
+            "<p>Completely new answers about licensing and support plans.</p>",
+        )
+        result = materialize(instance, settings, [keys[1]])
+    new = {r[0] for r in rows(settings, f"SELECT chunk_id FROM chunks WHERE item_id = '{keys[1]}'")}
+    assert new and not (new & old)
+    stored = {
+        r[0] for r in rows(settings, f"SELECT chunk_id FROM embeddings WHERE item_id = '{keys[1]}'")
+    }
+    assert stored == new
+    assert metadata(result, "embeddings")["embedded"] == len(new)

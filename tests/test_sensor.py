@@ -1,0 +1,117 @@
+"""The raw_item_files sensor, evaluated in-process against an ephemeral Dagster instance."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import dagster as dg
+import pytest
+from dagster._core.storage.dagster_run import DagsterRun
+
+from resources.raw_items import RawItemStore
+from sensors.raw_item_files import raw_item_files
+from tests.helpers import write_page
+
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def evaluate(instance, raw_dir, cursor=None):
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={"raw_store": RawItemStore(raw_dir=str(raw_dir))},
+    )
+    result = raw_item_files(context)
+    # The daemon applies partition requests before run requests; do the same here.
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+    return result
+
+
+def add_run(instance, status, lane="ingest"):
+    run = DagsterRun(
+        job_name="ingest_items", run_id=str(uuid.uuid4()), status=status, tags={"rag/lane": lane}
+    )
+    instance.run_storage.add_run(run)
+    return run
+
+
+def test_no_files_skips(instance, tmp_path):
+    result = evaluate(instance, tmp_path / "raw")
+    assert not result.run_requests
+    assert "no new item files" in result.skip_reason.skip_message
+
+
+def test_new_files_become_partitions_and_one_range_run(instance, tmp_path):
+    raw = tmp_path / "raw"
+    keys = [write_page(raw, f"http://site.test/p{i}", f"Page {i}", "<p>x</p>") for i in range(5)]
+    (raw / ".tmp_abc.json").write_text("{}")  # a write in progress is not an item
+    (raw / "notes.txt").write_text("ignored")
+    result = evaluate(instance, raw)
+    assert sorted(instance.get_dynamic_partitions("items")) == sorted(keys)
+    assert len(result.run_requests) == 1
+    request = result.run_requests[0]
+    order = instance.get_dynamic_partitions("items")
+    assert request.tags[RANGE_START] == order[0]
+    assert request.tags[RANGE_END] == order[-1]
+    assert request.tags["rag/batch_items"] == "5"
+    assert request.job_name == "ingest_items"
+    # The next tick finds nothing new.
+    again = evaluate(instance, raw, result.cursor)
+    assert not again.run_requests
+
+
+def test_items_wait_while_a_run_is_in_flight_then_go_in_one_batch(instance, tmp_path):
+    raw = tmp_path / "raw"
+    write_page(raw, "http://site.test/a", "A", "<p>a</p>")
+    first = evaluate(instance, raw)
+    assert len(first.run_requests) == 1
+    run = add_run(instance, dg.DagsterRunStatus.STARTED)
+    later = [write_page(raw, f"http://site.test/b{i}", f"B{i}", "<p>b</p>") for i in range(3)]
+    waiting = evaluate(instance, raw, first.cursor)
+    assert not waiting.run_requests
+    assert set(later) <= set(instance.get_dynamic_partitions("items"))
+    assert json.loads(waiting.cursor)["pending"] == later
+    more = write_page(raw, "http://site.test/c", "C", "<p>c</p>")
+    still = evaluate(instance, raw, waiting.cursor)
+    assert not still.run_requests
+    instance.report_run_failed(run)  # the run in flight ends
+    go = evaluate(instance, raw, still.cursor)
+    assert len(go.run_requests) == 1
+    tags = go.run_requests[0].tags
+    assert tags["rag/batch_items"] == "4"
+    order = instance.get_dynamic_partitions("items")
+    assert (tags[RANGE_START], tags[RANGE_END]) == (later[0], more)
+    assert order.index(later[0]) < order.index(more)
+
+
+def test_a_crawl_run_in_flight_does_not_block_ingestion(instance, tmp_path):
+    raw = tmp_path / "raw"
+    add_run(instance, dg.DagsterRunStatus.STARTED, lane="crawl")
+    write_page(raw, "http://site.test/a", "A", "<p>a</p>")
+    assert len(evaluate(instance, raw).run_requests) == 1
+
+
+def test_garbled_cursor_is_treated_as_empty(instance, tmp_path):
+    raw = tmp_path / "raw"
+    write_page(raw, "http://site.test/a", "A", "<p>a</p>")
+    assert len(evaluate(instance, raw, cursor="not json").run_requests) == 1
+
+
+def test_ten_thousand_files_give_one_run(instance, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(10_000):
+        (raw / f"item_{i:016x}.json").write_text("{}")
+    result = evaluate(instance, raw)
+    assert len(result.run_requests) == 1
+    assert result.run_requests[0].tags["rag/batch_items"] == "10000"
+    assert len(instance.get_dynamic_partitions("items")) == 10_000
