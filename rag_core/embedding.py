@@ -124,12 +124,20 @@ def load_model(name: str, dtype: str = "float32", threads: int = 0) -> Any:
     return model
 
 
+def model_dimension(model: Any) -> int:
+    """Output width of a loaded model (the method was renamed in sentence-transformers 6)."""
+    getter = (
+        getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    )
+    return int(getter())
+
+
 def encode(model: Any, texts: list[str], batch_size: int) -> np.ndarray:
     """Normalised float32 embeddings of ``texts`` (one row each, in order)."""
     import numpy as np
 
     if not texts:
-        dim = model.get_sentence_embedding_dimension()
+        dim = model_dimension(model)
         return np.zeros((0, dim), dtype=np.float32)
     vectors = model.encode(
         texts,

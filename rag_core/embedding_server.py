@@ -92,7 +92,7 @@ class _EmbeddingHTTPServer(ThreadingHTTPServer):
         return {
             "model": self.model_name,
             "dtype": self.dtype,
-            "dimension": int(self.model.get_sentence_embedding_dimension()),
+            "dimension": embedding.model_dimension(self.model),
             "encoded": self.encoded,
         }
 

@@ -1,0 +1,85 @@
+"""The embedding model: offline resolution, dtype checks, and the warm server matching in-process."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from rag_core import embedding, embedding_server
+from resources.embedder import SentenceTransformerEmbedder
+
+TEXTS = [
+    "How do I install the tool on Windows?",
+    "Retries are configured with the retries key.",
+    "short",
+    "A much longer sentence about incremental crawling, content hashes and re-embedding " * 5,
+]
+
+
+@pytest.fixture(scope="module")
+def local_vectors():
+    vectors, where = SentenceTransformerEmbedder().embed(TEXTS)
+    assert where == "in-process"
+    return vectors
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = embedding_server.serve("127.0.0.1", 0, embedding.DEFAULT_MODEL, "float32", 0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_bundled_model_resolves_offline_without_torch():
+    info = embedding.resolve_model("all-MiniLM-L6-v2")
+    assert info.name == embedding.DEFAULT_MODEL
+    assert (info.max_seq_length, info.dimension) == (256, 384)
+
+
+def test_unloadable_model_names_the_variable():
+    with pytest.raises(embedding.EmbeddingModelError, match="EMBEDDING_MODEL='no-such/model'"):
+        embedding.resolve_model("no-such/model")
+
+
+def test_bfloat16_refused_without_native_support(monkeypatch):
+    monkeypatch.setattr(embedding, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(embedding.EmbeddingModelError, match="EMBEDDING_DTYPE='bfloat16'"):
+        embedding.check_dtype("bfloat16")
+    embedding.check_dtype("float32")
+
+
+def test_local_vectors_are_normalised_and_meaningful(local_vectors):
+    assert local_vectors.shape == (4, 384) and local_vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(local_vectors, axis=1), 1.0, atol=1e-5)
+    query, _ = SentenceTransformerEmbedder().embed(["install on windows"])
+    scores = local_vectors @ query[0]
+    assert int(np.argmax(scores)) == 0
+
+
+def test_server_gives_the_same_vectors_as_in_process(server, local_vectors):
+    assert embedding_server.health(server)["dimension"] == 384
+    embedder = SentenceTransformerEmbedder(server_url=server)
+    vectors, where = embedder.embed(TEXTS)
+    assert where.startswith("server")
+    assert np.abs(vectors - local_vectors).max() < 1e-5
+
+
+def test_model_mismatch_is_refused_and_the_resource_falls_back(server, local_vectors):
+    with pytest.raises(embedding_server.EmbeddingServerError, match="model mismatch"):
+        embedding_server.remote_encode(server, TEXTS, "other/model", "float32", 8)
+    # Nothing listens on this port: the resource embeds in-process instead of failing.
+    vectors, where = SentenceTransformerEmbedder(server_url="http://127.0.0.1:9").embed(TEXTS)
+    assert where == "in-process"
+    assert np.abs(vectors - local_vectors).max() < 1e-5
+
+
+@pytest.mark.skipif(not embedding.cpu_has_native_bf16(), reason="CPU has no native bfloat16")
+def test_bfloat16_vectors_stay_close_to_float32(local_vectors):
+    vectors, _ = SentenceTransformerEmbedder(dtype="bfloat16").embed(TEXTS)
+    cosines = (vectors * local_vectors).sum(axis=1)
+    assert cosines.min() > 0.99

@@ -1,0 +1,104 @@
+"""The DuckDB store: one-transaction replacement, and waiting out another process's lock."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import duckdb
+import pytest
+
+from rag_core import store
+from resources.duckdb_store import DuckDBStore
+
+
+def test_store_stage_replaces_rows_and_errors_in_one_go(tmp_path):
+    db = DuckDBStore(path=str(tmp_path / "t.duckdb"))
+    cols = (
+        "item_id",
+        "url",
+        "title",
+        "text",
+        "content_hash",
+        "word_count",
+        "headings",
+        "fetched_at",
+    )
+    row = ("a", "http://a/", "A", "text", "h", 1, ["A"], "")
+    db.store_stage("documents", ["a", "b"], "documents", cols, [row], ["a"], {"b": "broken"}, "r1")
+    db.store_stage("documents", ["a", "b"], "documents", cols, [row], ["a"], {"b": "broken"}, "r2")
+    assert db.query("SELECT item_id, count(*) FROM documents GROUP BY 1") == [("a", 1)]
+    assert db.query("SELECT item_id, stage, run_id FROM ingest_errors") == [
+        ("b", "documents", "r2")
+    ]
+    # b is fixed on the next run: its error row goes away.
+    db.store_stage("documents", ["b"], "documents", cols, [("b", *row[1:])], ["b"], {}, "r3")
+    assert db.query("SELECT count(*) FROM ingest_errors") == [(0,)]
+
+
+def test_failed_transaction_leaves_previous_rows(tmp_path):
+    db = DuckDBStore(path=str(tmp_path / "t.duckdb"))
+    cols = (
+        "item_id",
+        "url",
+        "title",
+        "text",
+        "content_hash",
+        "word_count",
+        "headings",
+        "fetched_at",
+    )
+    db.replace_items("documents", ["a"], cols, [("a", "u", "t", "old", "h", 1, [], "")])
+    with pytest.raises(duckdb.Error):
+        db.replace_items("documents", ["a"], cols, [("a", None, "t", "new", "h", 1, [], "")])
+    assert db.query("SELECT text FROM documents") == [("old",)]
+
+
+def test_embeddings_dimension_mismatch_is_a_clear_error(tmp_path):
+    path = tmp_path / "t.duckdb"
+    with store.connect(path) as con:
+        store.ensure_schema(con, 384)
+        with pytest.raises(ValueError, match="DUCKDB_PATH"):
+            store.ensure_schema(con, 768)
+
+
+def test_connect_waits_for_another_process_to_release_the_file(tmp_path):
+    path = tmp_path / "t.duckdb"
+    with store.connect(path) as con:
+        store.ensure_schema(con)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb,time,sys; c=duckdb.connect({str(path)!r}); print('held', flush=True); time.sleep(1.5); c.close()",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    started = time.monotonic()
+    with store.connect(path, read_only=True, timeout_s=30) as con:
+        assert con.execute("SELECT count(*) FROM documents").fetchone() == (0,)
+    assert time.monotonic() - started > 0.5  # it really waited for the lock
+    holder.wait()
+
+
+def test_connect_gives_up_after_the_timeout(tmp_path):
+    path = tmp_path / "t.duckdb"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb,time; c=duckdb.connect({str(path)!r}); print('held', flush=True); time.sleep(10)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(store.StoreLockedError, match="stayed locked"):
+            with store.connect(path, timeout_s=0.5):
+                pass
+    finally:
+        holder.kill()
