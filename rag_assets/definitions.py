@@ -13,7 +13,7 @@ from resources.duckdb_store import DuckDBStore
 from resources.embedder import SentenceTransformerEmbedder
 from resources.raw_items import RawItemStore
 from resources.scrapy_crawler import ScrapyCrawler
-from sensors.raw_item_files import raw_item_files
+from sensors.raw_item_files import build_raw_item_files_sensor
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -57,7 +57,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[crawled_pages, raw_items, documents, chunks, embeddings],
         jobs=[crawl_job, ingest_job],
-        sensors=[raw_item_files],
+        sensors=[build_raw_item_files_sensor(settings.pipeline_mode)],
         resources=build_resources(settings),
         # One process per run: torch and the model load once, all items share batches.
         executor=dg.in_process_executor,

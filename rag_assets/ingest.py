@@ -34,7 +34,9 @@ RETRY = dg.RetryPolicy(
     max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
 PREVIEW_CHARS = 300
-# Embeddings are committed in groups of whole items, so stored results grow during a run.
+# Embeddings are committed in groups of whole items, so stored results grow during a run;
+# the first group is small so that the first vectors are searchable within a second or two.
+EMBED_FIRST_GROUP_CHUNKS = 32
 EMBED_WRITE_GROUP_CHUNKS = 256
 
 
@@ -273,13 +275,13 @@ def chunks(
     )
 
 
-def _groups_of_whole_items(rows: list[tuple], size: int) -> list[list[tuple]]:
-    """Split (chunk_id, item_id, text) rows into groups of ~``size``, never splitting an item."""
+def _groups_of_whole_items(rows: list[tuple], first: int, size: int) -> list[list[tuple]]:
+    """(chunk_id, item_id, text) rows in groups of whole items: the first ~first, then ~size."""
     groups, current = [], []
     for index, row in enumerate(rows):
         current.append(row)
         last_of_item = index + 1 == len(rows) or rows[index + 1][1] != row[1]
-        if last_of_item and len(current) >= size:
+        if last_of_item and len(current) >= (size if groups else first):
             groups.append(current)
             current = []
     if current:
@@ -317,7 +319,7 @@ def embeddings(
     first_stored_at = None
     where = ""
     encode_s = 0.0
-    for group in _groups_of_whole_items(rows, EMBED_WRITE_GROUP_CHUNKS):
+    for group in _groups_of_whole_items(rows, EMBED_FIRST_GROUP_CHUNKS, EMBED_WRITE_GROUP_CHUNKS):
         todo = [r for r in group if r[0] not in cached]
         vectors = {}
         if todo:

@@ -169,8 +169,9 @@ def _line_spans(text: str) -> list[tuple[int, int]]:
 
 def _sections(text: str, title: str) -> list[_Section]:
     """Split text into sections at heading lines, and each section into blocks."""
-    sections = [_Section(path=[title.strip()] if title.strip() else [], heading_span=None,
-                         blocks=[])]
+    sections = [
+        _Section(path=[title.strip()] if title.strip() else [], heading_span=None, blocks=[])
+    ]
     stack: list[tuple[int, str]] = []
     current: list[tuple[int, int]] = []  # lines of the open paragraph block
     code: _Block | None = None
@@ -217,8 +218,11 @@ def _sections(text: str, title: str) -> list[_Section]:
         # paths of the sections below them.
         return with_content
     # Only headings: keep them as plain content so the text still yields chunks.
-    blocks = [_Block(s.heading_span[0], s.heading_span[1], lines=[s.heading_span])
-              for s in sections if s.heading_span]
+    blocks = [
+        _Block(s.heading_span[0], s.heading_span[1], lines=[s.heading_span])
+        for s in sections
+        if s.heading_span
+    ]
     return [_Section(path=sections[0].path, heading_span=None, blocks=blocks)]
 
 
@@ -303,8 +307,9 @@ class _Context:
     def block_pieces(self, block: _Block, block_id: int, budget: int) -> list[_Piece]:
         tokens = self.count(block.start, block.end)
         if tokens <= budget:
-            return [_Piece(self.text[block.start : block.end], tokens, "\n\n",
-                           (block.start, block.end))]
+            return [
+                _Piece(self.text[block.start : block.end], tokens, "\n\n", (block.start, block.end))
+            ]
         if block.fence:
             parts = self.code_pieces(block, block_id, budget)
             if parts:
@@ -386,12 +391,7 @@ class _Context:
 
     def clean_cut(self, pos: int) -> bool:
         before, after = self.text[pos - 1], self.text[pos]
-        return (
-            not before.isalnum()
-            or not after.isalnum()
-            or _is_cjk(before)
-            or _is_cjk(after)
-        )
+        return not before.isalnum() or not after.isalnum() or _is_cjk(before) or _is_cjk(after)
 
     def code_pieces(self, block: _Block, block_id: int, budget: int) -> list[_Piece]:
         """Split a fenced block into parts that each re-open and close the fence."""
@@ -424,8 +424,11 @@ class _Context:
                 run, run_tokens = [], 0
                 for piece in self.split_tokens(start, end, inner_budget):
                     assert piece.span is not None
-                    parts.append(self.code_part([piece.span], piece.tokens, head, marker,
-                                                block_id, fence_tokens))
+                    parts.append(
+                        self.code_part(
+                            [piece.span], piece.tokens, head, marker, block_id, fence_tokens
+                        )
+                    )
                 continue
             if run and run_tokens + tokens > inner_budget:
                 emit()
@@ -437,11 +440,26 @@ class _Context:
             part.joiner = "\n\n" if i == 0 else "\n"
         return parts
 
-    def code_part(self, lines: list[tuple[int, int]], tokens: int, head: str, marker: str,
-                  block_id: int, fence_tokens: int) -> _Piece:
+    def code_part(
+        self,
+        lines: list[tuple[int, int]],
+        tokens: int,
+        head: str,
+        marker: str,
+        block_id: int,
+        fence_tokens: int,
+    ) -> _Piece:
         body = "\n".join(self.text[a:b] for a, b in lines)
-        return _Piece(f"{head}\n{body}\n{marker}", tokens + fence_tokens, "\n",
-                      None, block_id, head, marker, list(lines))
+        return _Piece(
+            f"{head}\n{body}\n{marker}",
+            tokens + fence_tokens,
+            "\n",
+            None,
+            block_id,
+            head,
+            marker,
+            list(lines),
+        )
 
     # -- packing -----------------------------------------------------------------------
     def pack(self, pieces: list[_Piece], budget: int) -> list[list[_Piece]]:
@@ -507,8 +525,11 @@ class _Context:
         else:
             newline = self.text.find("\n", earliest, end)
             sentence = _SENTENCE_END_RE.search(self.text, earliest, end)
-            found = [p for p in (newline + 1 if newline >= 0 else -1,
-                                 sentence.end() if sentence else -1) if p > earliest]
+            found = [
+                p
+                for p in (newline + 1 if newline >= 0 else -1, sentence.end() if sentence else -1)
+                if p > earliest
+            ]
             cut = min(found) if found else None
         if cut is None:
             cut = next((s for s in window if s == start or self.text[s - 1].isspace()), None)
@@ -537,9 +558,16 @@ class _Context:
         overlap_tokens = sum(self.count(a, b) for a, b in lines)
         merged = lines + piece.code_lines
         body = "\n".join(self.text[a:b] for a, b in merged)
-        return _Piece(f"{piece.code_head}\n{body}\n{piece.code_tail}",
-                      piece.tokens + overlap_tokens, piece.joiner, None, piece.code_id,
-                      piece.code_head, piece.code_tail, merged)
+        return _Piece(
+            f"{piece.code_head}\n{body}\n{piece.code_tail}",
+            piece.tokens + overlap_tokens,
+            piece.joiner,
+            None,
+            piece.code_id,
+            piece.code_head,
+            piece.code_tail,
+            merged,
+        )
 
 
 def _is_cjk(char: str) -> bool:
@@ -577,8 +605,14 @@ def _merge_tiny(drafts: list[_Draft], max_tokens: int) -> list[_Draft]:
             and (prev.tokens <= tiny or prev.merged)
         ):
             path = _common_prefix(prev.path, draft.path) or prev.path
-            out[-1] = _Draft(f"{prev.text}\n\n{draft.text}", " > ".join(path), path,
-                             prev.tokens + draft.tokens, single=True, merged=True)
+            out[-1] = _Draft(
+                f"{prev.text}\n\n{draft.text}",
+                " > ".join(path),
+                path,
+                prev.tokens + draft.tokens,
+                single=True,
+                merged=True,
+            )
         else:
             out.append(draft)
     return out

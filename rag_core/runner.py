@@ -227,9 +227,7 @@ def run_pipeline(settings: Settings, reporter: Reporter | None = None) -> dict:
             )
             if server_url and not settings.embedding_server_url:
                 described = wait_for_embedding_server(server_url, services)
-                print(
-                    f"Embedding model warm: {described['model']} ({described['dtype']})"
-                )
+                print(f"Embedding model warm: {described['model']} ({described['dtype']})")
             crawl_run_id = str(uuid.uuid4())
             launch = subprocess.run(
                 [

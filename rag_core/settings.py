@@ -313,7 +313,6 @@ class Settings:
     duckdb_path: Path
     demo_site_port: int
     max_page_chars: int
-    ingest_max_concurrent_runs: int
     use_neo4j: bool
     log_level: str
 

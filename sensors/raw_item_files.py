@@ -40,12 +40,21 @@ class FilesCursor:
         return json.dumps(asdict(self))
 
 
-def ingestion_in_flight(instance: dg.DagsterInstance) -> bool:
-    """Whether an ingestion run is queued or running (new items then wait for the next tick)."""
+def lane_in_flight(instance: dg.DagsterInstance, lane: str) -> bool:
+    """Whether a run of ``lane`` (ingest or crawl) is queued or running."""
     runs = instance.get_run_records(
-        filters=dg.RunsFilter(statuses=IN_FLIGHT, tags={LANE_TAG: "ingest"}), limit=1
+        filters=dg.RunsFilter(statuses=IN_FLIGHT, tags={LANE_TAG: lane}), limit=1
     )
     return bool(runs)
+
+
+def blocking_run(instance: dg.DagsterInstance, mode: str) -> str | None:
+    """Why new items must wait: an ingestion run in flight, or (batch mode) a crawl."""
+    if lane_in_flight(instance, "ingest"):
+        return "the ingestion run in flight"
+    if mode == "batch" and lane_in_flight(instance, "crawl"):
+        return "the crawl to finish (batch mode)"
+    return None
 
 
 def range_request(
@@ -65,38 +74,53 @@ def range_request(
     )
 
 
-@dg.sensor(
-    job=ingest_job,
-    minimum_interval_seconds=1,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description=(
-        "Scans data/raw for new item files, registers one `items` partition per file, and "
-        "requests ONE ingestion run per tick for all of them, never while another ingestion "
-        "run is in flight: batches grow under load and shrink when it is light."
-    ),
-)
-def raw_item_files(context: dg.SensorEvaluationContext, raw_store: RawItemStore):
-    """Turns new item files into partitions and micro-batched ingestion runs."""
+def build_raw_item_files_sensor(mode: str = "streaming") -> dg.SensorDefinition:
+    """The sensor for PIPELINE_MODE ``mode``: streaming ingests during the crawl, batch after it."""
+
+    @dg.sensor(
+        name="raw_item_files",
+        job=ingest_job,
+        minimum_interval_seconds=1,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Scans data/raw for new item files, registers one `items` partition per file, and "
+            "requests ONE ingestion run per tick for all of them, never while another ingestion "
+            "run is in flight: batches grow under load and shrink when it is light. "
+            f"Mode: {mode}" + (" (waits for the crawl to finish)." if mode == "batch" else ".")
+        ),
+    )
+    def raw_item_files(context: dg.SensorEvaluationContext, raw_store: RawItemStore):
+        """Turns new item files into partitions and micro-batched ingestion runs."""
+        return evaluate_files(context, raw_store, mode)
+
+    return raw_item_files
+
+
+def evaluate_files(
+    context: dg.SensorEvaluationContext, raw_store: RawItemStore, mode: str
+) -> dg.SensorResult:
+    """One tick: register new partitions; request one run for all waiting items unless blocked."""
     started = time.monotonic()
     cursor = FilesCursor.parse(context.cursor)
     known = context.instance.get_dynamic_partitions(ITEMS_PARTITIONS_NAME)
     known_set = set(known)
     new = [key for key, _ in raw_store.scan() if key not in known_set]
-    pending = list(dict.fromkeys(cursor.pending + new))
-    pending = [key for key in pending if key in known_set or key in new]
+    # Pending keys deleted from the partitions meanwhile (by a user) are dropped.
+    pending = [k for k in dict.fromkeys(cursor.pending + new) if k in known_set or k in new]
     add = [items_partitions.build_add_request(new)] if new else []
     scan_s = time.monotonic() - started
     if not pending:
         return dg.SensorResult(
             skip_reason=f"no new item files ({len(known)} known, {scan_s:.2f} s)"
         )
-    if ingestion_in_flight(context.instance):
+    blocker = blocking_run(context.instance, mode)
+    if blocker:
         cursor.pending = pending
-        context.log.info(f"{len(new)} new item(s); {len(pending)} wait for the run in flight")
+        context.log.info(f"{len(new)} new item(s); {len(pending)} wait for {blocker}")
         return dg.SensorResult(
             dynamic_partitions_requests=add,
             cursor=cursor.dump(),
-            skip_reason=f"{len(pending)} item(s) wait for the ingestion run in flight",
+            skip_reason=f"{len(pending)} item(s) wait for {blocker}",
         )
     cursor.pending = []
     cursor.batches += 1

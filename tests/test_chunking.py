@@ -240,8 +240,9 @@ _rng = random.Random(20240601)
 ADVERSARIAL = {
     "one_5000_char_word": "x" * 5000,
     "long_words_near_limit": " ".join("".join(_rng.choices("abcdefgh", k=99)) for _ in range(80)),
-    "huge_code_block": "```\n" + "\n".join("a = b + c * d" * _rng.randint(1, 40)
-                                            for _ in range(400)) + "\n```",
+    "huge_code_block": "```\n"
+    + "\n".join("a = b + c * d" * _rng.randint(1, 40) for _ in range(400))
+    + "\n```",
     "unclosed_fence": "# H\n\n```js\n" + "let x = 1;\n" * 500,
     "long_table": "| a | b | c |\n| --- | --- | --- |\n"
     + "\n".join(f"| row {i} | value {i * 7} | note {i} |" for i in range(800)),
@@ -260,8 +261,9 @@ ADVERSARIAL = {
 
 @pytest.mark.parametrize("name", sorted(ADVERSARIAL))
 @pytest.mark.parametrize(("max_tokens", "overlap"), [(16, 0), (16, 7), (64, 16), (254, 40)])
-def test_token_limit_adversarial(tok: ModelTokenizer, name: str, max_tokens: int,
-                                 overlap: int) -> None:
+def test_token_limit_adversarial(
+    tok: ModelTokenizer, name: str, max_tokens: int, overlap: int
+) -> None:
     chunks = chunk_document(ADVERSARIAL[name], tok, max_tokens, overlap, title="T")
     assert chunks
     check_chunks(chunks, tok, max_tokens)
@@ -345,7 +347,8 @@ def test_extraction_then_chunking(tok: ModelTokenizer) -> None:
     html = (
         "<html><head><title>Setup — Docs</title></head><body><nav>Home Docs</nav><main>"
         "<h1>Setup</h1><p>Intro words.</p><h2>Linux</h2><p>"
-        + "Install the package and configure it. " * 60
+        + "Install the package and configure it. "
+        * 60
         + "</p><h2>Windows</h2><pre><code class='language-ps'>winget install lumen</code></pre>"
         "</main><footer>Copyright</footer></body></html>"
     )

@@ -97,7 +97,8 @@ def test_rag_run_streams_a_site_into_duckdb_with_few_runs(tmp_path, site):
             item_key(site + f"p{i}.html") for i in range(PAGES)
         } | {item_key(site)}
         chunks, embedded, dims, orphans = con.execute(
-            "SELECT (SELECT count(*) FROM chunks), (SELECT count(DISTINCT chunk_id) FROM embeddings),"
+            "SELECT (SELECT count(*) FROM chunks),"
+            " (SELECT count(DISTINCT chunk_id) FROM embeddings),"
             " (SELECT min(len(embedding)) FROM embeddings),"
             " (SELECT count(*) FROM chunks c ANTI JOIN embeddings e USING (chunk_id))"
         ).fetchone()

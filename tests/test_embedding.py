@@ -1,4 +1,4 @@
-"""The embedding model: offline resolution, dtype checks, and the warm server matching in-process."""
+"""The embedding model: offline resolution, dtype checks, the warm server equal to in-process."""
 
 from __future__ import annotations
 

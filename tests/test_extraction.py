@@ -96,8 +96,7 @@ def test_content_root_choice(body: str, expected: str) -> None:
             "- top\n  - inner\n  - inner2\n    1. deep\n- next",
         ),
         (
-            '<pre><code class="language-python">def f(x):\n    return  x\n\n\n'
-            "# done</code></pre>",
+            '<pre><code class="language-python">def f(x):\n    return  x\n\n\n# done</code></pre>',
             "```python\ndef f(x):\n    return  x\n\n\n# done\n```",
         ),
         ("<pre>\n  indented\n\ttab</pre>", "```\n  indented\n\ttab\n```"),
@@ -272,6 +271,7 @@ def test_modules_do_not_import_torch() -> None:
         "assert not bad, bad\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr

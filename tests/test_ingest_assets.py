@@ -115,7 +115,8 @@ def test_chunks_fit_the_model_and_follow_headings(site):
     tokenizer = ModelTokenizer.from_model_dir(resolve_model(settings.embedding_model).path)
     found = rows(
         settings,
-        "SELECT item_id, chunk_index, heading, text, token_count FROM chunks ORDER BY item_id, chunk_index",
+        "SELECT item_id, chunk_index, heading, text, token_count FROM chunks "
+        "ORDER BY item_id, chunk_index",
     )
     assert len(found) > 5
     for _, _, _, text, count in found:
@@ -162,3 +163,23 @@ def test_changed_page_replaces_its_chunks(site):
     }
     assert stored == new
     assert metadata(result, "embeddings")["embedded"] == len(new)
+
+
+@pytest.mark.parametrize(
+    ("items", "first", "size", "expected"),
+    [
+        ([3, 3, 3], 2, 5, [3, 6]),
+        ([1] * 10, 2, 4, [2, 4, 4]),
+        ([40], 2, 4, [40]),
+        ([], 2, 4, []),
+    ],
+)
+def test_embedding_groups_never_split_an_item(items, first, size, expected):
+    from rag_assets.ingest import _groups_of_whole_items
+
+    rows = [(f"c{i}-{j}", f"item{i}", "t") for i, n in enumerate(items) for j in range(n)]
+    groups = _groups_of_whole_items(rows, first, size)
+    assert [len(g) for g in groups] == expected
+    assert [r for g in groups for r in g] == rows
+    for a, b in zip(groups, groups[1:], strict=False):
+        assert a[-1][1] != b[0][1]

@@ -10,9 +10,11 @@ import pytest
 from dagster._core.storage.dagster_run import DagsterRun
 
 from resources.raw_items import RawItemStore
-from sensors.raw_item_files import raw_item_files
+from sensors.raw_item_files import build_raw_item_files_sensor
 from tests.helpers import write_page
 
+raw_item_files = build_raw_item_files_sensor("streaming")
+batch_sensor = build_raw_item_files_sensor("batch")
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 
@@ -23,13 +25,13 @@ def instance():
         yield inst
 
 
-def evaluate(instance, raw_dir, cursor=None):
+def evaluate(instance, raw_dir, cursor=None, sensor=raw_item_files):
     context = dg.build_sensor_context(
         instance=instance,
         cursor=cursor,
         resources={"raw_store": RawItemStore(raw_dir=str(raw_dir))},
     )
-    result = raw_item_files(context)
+    result = sensor(context)
     # The daemon applies partition requests before run requests; do the same here.
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
@@ -115,3 +117,16 @@ def test_ten_thousand_files_give_one_run(instance, tmp_path):
     assert len(result.run_requests) == 1
     assert result.run_requests[0].tags["rag/batch_items"] == "10000"
     assert len(instance.get_dynamic_partitions("items")) == 10_000
+
+
+def test_batch_mode_waits_for_the_crawl_then_takes_everything(instance, tmp_path):
+    raw = tmp_path / "raw"
+    crawl = add_run(instance, dg.DagsterRunStatus.STARTED, lane="crawl")
+    keys = [write_page(raw, f"http://site.test/p{i}", f"P{i}", "<p>x</p>") for i in range(3)]
+    waiting = evaluate(instance, raw, sensor=batch_sensor)
+    assert not waiting.run_requests
+    assert "crawl to finish" in waiting.skip_reason.skip_message
+    assert set(keys) == set(instance.get_dynamic_partitions("items"))
+    instance.report_run_failed(crawl)
+    go = evaluate(instance, raw, waiting.cursor, sensor=batch_sensor)
+    assert [r.tags["rag/batch_items"] for r in go.run_requests] == ["3"]

@@ -12,6 +12,12 @@ import pytest
 from rag_core import store
 from resources.duckdb_store import DuckDBStore
 
+# Another process that opens the database for writing, says so, and holds it for a while.
+HOLD = (
+    "import duckdb, time; c = duckdb.connect({path!r}); print('held', flush=True); "
+    "time.sleep({seconds}); c.close()"
+)
+
 
 def test_store_stage_replaces_rows_and_errors_in_one_go(tmp_path):
     db = DuckDBStore(path=str(tmp_path / "t.duckdb"))
@@ -71,7 +77,7 @@ def test_connect_waits_for_another_process_to_release_the_file(tmp_path):
         [
             sys.executable,
             "-c",
-            f"import duckdb,time,sys; c=duckdb.connect({str(path)!r}); print('held', flush=True); time.sleep(1.5); c.close()",
+            HOLD.format(path=str(path), seconds=1.5),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -90,7 +96,7 @@ def test_connect_gives_up_after_the_timeout(tmp_path):
         [
             sys.executable,
             "-c",
-            f"import duckdb,time; c=duckdb.connect({str(path)!r}); print('held', flush=True); time.sleep(10)",
+            HOLD.format(path=str(path), seconds=10),
         ],
         stdout=subprocess.PIPE,
         text=True,
