@@ -372,7 +372,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
 
 def env_example() -> str:
     """The text of ``env.example``: every variable with its default and meaning."""
-    lines = ["# Copy to .env and edit; real environment variables win over .env.", ""]
+    lines = ["# Copy to .env and edit; real environment variables win over .env."]
     group = None
     for var in VARIABLES:
         if var.group != group:
@@ -380,4 +380,4 @@ def env_example() -> str:
             lines += ["", f"# --- {group} ---"]
         lines.append(f"# {var.help}")
         lines.append(f"{var.name}={var.default}")
-    return "\n".join(lines).lstrip("\n") + "\n"
+    return "\n".join(lines) + "\n"
