@@ -6,16 +6,23 @@ import argparse
 import json
 import sys
 
-from rag_core.settings import SettingsError, env_example, load_settings
+from rag_core.settings import SettingsError, apply_overrides, env_example, load_settings
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from rag_core.runner import RunFailedError, run_pipeline
+    from rag_core.runner import Reporter, RunFailedError, run_pipeline
 
-    settings = load_settings()
+    overrides = {}
+    if args.mode:
+        overrides["PIPELINE_MODE"] = args.mode
+    if args.start_url:
+        overrides["START_URLS"] = ",".join(args.start_url)
+    if args.max_pages is not None:
+        overrides["CLOSESPIDER_PAGECOUNT"] = str(args.max_pages)
+    settings = apply_overrides(overrides)
     print(f"rag run: mode={settings.pipeline_mode}, data in {settings.data_dir}")
     try:
-        summary = run_pipeline(settings)
+        summary = run_pipeline(settings, Reporter(timeline=args.timeline))
     except RunFailedError as exc:
         print(f"rag run failed: {exc}", file=sys.stderr)
         return 1
@@ -99,7 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run", help="crawl and ingest end to end (starts a Dagster daemon; waits until done)"
     )
+    run.add_argument(
+        "--mode", choices=["streaming", "batch"], help="PIPELINE_MODE (default: streaming)"
+    )
+    run.add_argument("--start-url", action="append", metavar="URL", help="START_URLS (repeatable)")
+    run.add_argument(
+        "--max-pages", type=int, metavar="N", help="CLOSESPIDER_PAGECOUNT (0 = no limit)"
+    )
     run.add_argument("--json-summary", metavar="PATH", help="also write the summary as JSON")
+    run.add_argument(
+        "--timeline", metavar="PATH", help="write every progress sample as CSV (for charts)"
+    )
     run.set_defaults(func=_cmd_run)
     dev = sub.add_parser("dev", help="the Dagster UI (dagster dev) with a warm embedding model")
     dev.add_argument("--host", default="127.0.0.1")

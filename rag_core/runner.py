@@ -139,10 +139,26 @@ class Progress:
 class Reporter:
     """Prints progress in place on a terminal, one plain line per change otherwise."""
 
-    def __init__(self, stream=sys.stdout):
+    def __init__(self, stream=sys.stdout, timeline: str | None = None):
         self.stream = stream
         self.tty = stream.isatty()
         self.last = ""
+        self.timeline = open(timeline, "w") if timeline else None  # noqa: SIM115
+        if self.timeline:
+            self.timeline.write(
+                "epoch,elapsed,files,raw_items,documents,chunks,embeddings,errors,runs\n"
+            )
+
+    def sample(self, progress: Progress) -> None:
+        """Show one snapshot (and append it to the timeline file, if any)."""
+        if self.timeline:
+            c = progress.counts
+            self.timeline.write(
+                f"{time.time():.3f},{progress.elapsed:.3f},{c['files']},{c['raw_items']},"
+                f"{c['documents']},{c['chunks']},{c['embeddings']},{c['errors']},{progress.runs}\n"
+            )
+            self.timeline.flush()
+        self.update(progress.line())
 
     def update(self, text: str) -> None:
         if self.tty:
@@ -156,6 +172,9 @@ class Reporter:
     def done(self) -> None:
         if self.tty:
             self.stream.write("\n")
+        if self.timeline:
+            self.timeline.close()
+            self.timeline = None
 
 
 def _runs_since(instance, started: dt.datetime) -> list:
@@ -269,7 +288,7 @@ def _watch(settings, home, crawl_run_id, started_at, wall_start, services, repor
             records = _runs_since(instance, started_at)
             crawl = instance.get_run_by_id(crawl_run_id)
             counts = store_counts(settings.raw_dir, settings.duckdb_path).as_dict()
-            reporter.update(Progress(time.time() - wall_start, counts, len(records)).line())
+            reporter.sample(Progress(time.time() - wall_start, counts, len(records)))
             ingest = [r for r in records if r.dagster_run.tags.get("rag/lane") == "ingest"]
             in_flight = any(r.dagster_run.status.value not in FINISHED for r in ingest)
             if crawl is not None and crawl.status.value in FINISHED and not in_flight:

@@ -370,6 +370,13 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
     return Settings(**{k: v for k, v in values.items() if k in names})  # type: ignore[arg-type]
 
 
+def apply_overrides(overrides: Mapping[str, str]) -> Settings:
+    """Set command-line overrides as environment variables (inherited by every process
+    started from here: daemon, code server, runs) and return the validated settings."""
+    os.environ.update({k: v for k, v in overrides.items() if v is not None})
+    return load_settings()
+
+
 def env_example() -> str:
     """The text of ``env.example``: every variable with its default and meaning."""
     lines = ["# Copy to .env and edit; real environment variables win over .env."]
