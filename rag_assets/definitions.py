@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from rag_assets.checks import embedding_checks
 from rag_assets.crawl import crawled_pages
 from rag_assets.ingest import chunks, documents, embeddings, raw_items
 from rag_assets.jobs import crawl_job, ingest_job
@@ -56,6 +57,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     """Definitions for ``settings`` (tests build them for a temporary data folder)."""
     return dg.Definitions(
         assets=[crawled_pages, raw_items, documents, chunks, embeddings],
+        asset_checks=embedding_checks,
         jobs=[crawl_job, ingest_job],
         sensors=[build_raw_item_files_sensor(settings.pipeline_mode)],
         resources=build_resources(settings),

@@ -35,6 +35,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if summary["crawl_status"] != "SUCCESS":
         print(f"rag run failed: the crawl run ended {summary['crawl_status']}", file=sys.stderr)
         return 1
+    if summary["failed_runs"]:
+        print(f"rag run failed: {summary['failed_runs']} ingestion run(s) failed", file=sys.stderr)
+        return 1
     return 0
 
 

