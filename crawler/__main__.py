@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="MAX_PAGE_CHARS: longer pages are truncated and flagged (0 = the setting's default)",
     )
+    add(
+        "--seen-keys-file",
+        metavar="PATH",
+        help="append the item key of every page reached, changed or not (for pruning)",
+    )
     add("--depth-limit", type=int, default=0, metavar="N", help="DEPTH_LIMIT (0 = no limit)")
     add(
         "--include",
@@ -108,6 +113,8 @@ def build_settings(args: argparse.Namespace) -> Settings:
         "CLOSESPIDER_PAGECOUNT": args.max_pages,
         "DEPTH_LIMIT": args.depth_limit,
     }
+    if args.seen_keys_file:
+        overrides["SEEN_KEYS_FILE"] = args.seen_keys_file
     if args.max_page_chars:
         overrides["MAX_PAGE_CHARS"] = args.max_page_chars
     if args.raw_dir:
@@ -131,6 +138,7 @@ def summarise(stats: dict[str, Any], elapsed: float) -> dict[str, Any]:
     return {
         **stats,
         "items_saved": stats.get("rag/items_saved", 0),
+        "items_unchanged": stats.get("rag/items_unchanged", 0),
         "pages_crawled": pages,
         "gone_urls": list(stats.get(STAT_GONE) or []),
         "finish_reason": stats.get("finish_reason"),

@@ -23,6 +23,7 @@ class PageItem:
     fetched_at: str = ""
     depth: int = 0
     truncated: bool = False
+    content_hash: str = ""
     schema_version: int = SCHEMA_VERSION
 
     def to_crawled_item(self) -> CrawledItem:

@@ -5,6 +5,9 @@ from typing import Optional
 
 import dagster as dg
 
+from rag_core import prune
+from rag_core.ids import item_key
+from resources.raw_items import RawItemStore
 from resources.scrapy_crawler import ScrapyCrawler
 
 
@@ -25,7 +28,10 @@ class CrawlConfig(dg.Config):
     ),
 )
 def crawled_pages(
-    context: dg.AssetExecutionContext, config: CrawlConfig, crawler: ScrapyCrawler
+    context: dg.AssetExecutionContext,
+    config: CrawlConfig,
+    crawler: ScrapyCrawler,
+    raw_store: RawItemStore,
 ) -> dg.MaterializeResult:
     """Crawled pages of the site, as item files in data/raw."""
     started = time.monotonic()
@@ -33,12 +39,25 @@ def crawled_pages(
         context.log.info, start_urls=config.start_urls or None, max_pages=config.max_pages
     )
     gone = stats.get("gone_urls") or []
+    removals: dict[str, str] = {}
+    if crawler.prune_removed:
+        stored = {key for key, _ in raw_store.scan()}
+        removals = prune.removal_plan(
+            stored, crawler.seen_keys(), {item_key(u) for u in gone}, bool(stats.get("complete"))
+        )
+        prune.add_removals(raw_store.folder, removals)
+        if removals:
+            context.log.info(f"{len(removals)} page(s) gone from the site; removal requested")
     return dg.MaterializeResult(
         metadata={
             "start_urls": ", ".join(stats.get("start_urls", [])),
             "items_saved": dg.MetadataValue.int(int(stats.get("items_saved", 0))),
             "pages_crawled": dg.MetadataValue.int(int(stats.get("pages_crawled", 0))),
             "gone_urls": dg.MetadataValue.int(len(gone)),
+            "items_unchanged": dg.MetadataValue.int(int(stats.get("items_unchanged", 0))),
+            "complete_crawl": bool(stats.get("complete")),
+            "resumed": bool(stats.get("resumed")),
+            "removals_requested": dg.MetadataValue.int(len(removals)),
             "finish_reason": str(stats.get("finish_reason", "")),
             "elapsed_s": dg.MetadataValue.float(round(time.monotonic() - started, 2)),
             "raw_dir": dg.MetadataValue.path(crawler.raw_dir),

@@ -97,6 +97,60 @@ def _cmd_dev(args: argparse.Namespace) -> int:
         services.stop()
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from rag_core.status import dagster_status, recent_errors, store_counts
+
+    settings = load_settings()
+    counts = store_counts(settings.raw_dir, settings.duckdb_path)
+    errors = recent_errors(settings.duckdb_path) if args.errors else None
+    report = {"counts": counts.as_dict(), "dagster": dagster_status(settings.dagster_home)}
+    if errors is not None:
+        report["errors"] = errors
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    c = counts
+    print(
+        f"Files={c.files}, Docs={c.documents}, Chunks={c.chunks}, "
+        f"Embeddings={c.embeddings}, Errors={c.errors}"
+    )
+    dag = report["dagster"]
+    if dag.get("instance"):
+        runs = ", ".join(f"{k.lower()} {v}" for k, v in sorted(dag["runs"].items())) or "none"
+        print(f"Partitions: {dag['partitions']} registered, {dag['partitions_embedded']} embedded")
+        print(f"Runs: {runs} ({dag['runs_in_flight']} in flight)")
+    else:
+        print(f"No Dagster instance yet at {settings.dagster_home}")
+    if errors is not None:
+        if not errors:
+            print("No errors recorded.")
+        for err in errors:
+            print(f"{err['item_id']}  {err['stage']:<10} {err['url'] or '-'}\n    {err['error']}")
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from rag_core.search import SearchError, search
+
+    settings = load_settings()
+    try:
+        hits = search(settings, args.question, args.k)
+    except SearchError as exc:
+        print(f"search: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps([hit.as_dict() for hit in hits], indent=2))
+        return 0
+    if not hits:
+        print("No results.")
+    for hit in hits:
+        print(f"{hit.rank}. [{hit.score:.3f}] {hit.title}  <{hit.url}>")
+        if hit.heading:
+            print(f"   § {hit.heading}")
+        print(f"   {hit.snippet()}")
+    return 0
+
+
 def _cmd_env_example(args: argparse.Namespace) -> int:
     sys.stdout.write(env_example())
     return 0
@@ -121,6 +175,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeline", metavar="PATH", help="write every progress sample as CSV (for charts)"
     )
     run.set_defaults(func=_cmd_run)
+    status = sub.add_parser(
+        "status", help="progress read from DuckDB and the Dagster instance (true after a crash)"
+    )
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--errors", action="store_true", help="list failures by item and stage")
+    status.set_defaults(func=_cmd_status)
+    search = sub.add_parser("search", help="semantic search over the stored chunks")
+    search.add_argument("question")
+    search.add_argument("-k", type=int, default=5, help="number of results (default 5)")
+    search.add_argument("--json", action="store_true", help="machine-readable output")
+    search.set_defaults(func=_cmd_search)
     dev = sub.add_parser("dev", help="the Dagster UI (dagster dev) with a warm embedding model")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)

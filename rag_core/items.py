@@ -36,6 +36,9 @@ class CrawledItem:
     fetched_at: str = ""  # ISO 8601, UTC
     depth: int = 0
     truncated: bool = False  # True when the HTML was capped at MAX_PAGE_CHARS
+    # Hash of the extracted main text, set by the crawler when it compared a re-fetch with the
+    # stored file (empty on a first fetch: the documents asset computes it the same way).
+    content_hash: str = ""
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:

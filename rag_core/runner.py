@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rag_core.prune import read_removals
 from rag_core.settings import PROJECT_ROOT, Settings, child_environment
 from rag_core.status import store_counts
 
@@ -183,11 +184,12 @@ def _runs_since(instance, started: dt.datetime) -> list:
     return list(instance.get_run_records(filters=dg.RunsFilter(created_after=started)))
 
 
-def _first_embedding_time(instance, run_records) -> float | None:
-    """When the first vector of this session was committed (from the assets' metadata)."""
+def _embedding_figures(instance, run_records) -> dict:
+    """From the embeddings asset's metadata, once per run (every partition of a run carries
+    the same metadata): when the first vector was committed, vectors computed and reused."""
     import dagster as dg
 
-    times = []
+    first, embedded, reused = [], 0, 0
     for record in run_records:
         if record.dagster_run.tags.get("rag/lane") != "ingest":
             continue
@@ -195,13 +197,18 @@ def _first_embedding_time(instance, run_records) -> float | None:
             record.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
         ):
             mat = event.asset_materialization
-            if (
-                mat
-                and mat.asset_key == dg.AssetKey("embeddings")
-                and "first_stored_at" in mat.metadata
-            ):
-                times.append(float(mat.metadata["first_stored_at"].value))
-    return min(times) if times else None
+            if mat and mat.asset_key == dg.AssetKey("embeddings"):
+                meta = {k: v.value for k, v in mat.metadata.items()}
+                if meta.get("first_stored_at"):
+                    first.append(float(meta["first_stored_at"]))
+                embedded += int(meta.get("embedded", 0))
+                reused += int(meta.get("reused", 0))
+                break
+    return {
+        "first_stored_at": min(first) if first else None,
+        "embedded": embedded,
+        "reused": reused,
+    }
 
 
 def run_pipeline(settings: Settings, reporter: Reporter | None = None) -> dict:
@@ -340,6 +347,7 @@ def _watch(settings, home, crawl_run_id, started_at, wall_start, services, repor
             in_flight = any(r.dagster_run.status.value not in FINISHED for r in ingest)
             if crawl is not None and crawl.status.value in FINISHED and not in_flight:
                 waiting = _awaiting_ingestion(settings, instance, wall_start)
+                waiting |= set(read_removals(settings.raw_dir))  # the prune run is still to come
                 retry_pending, failed = _failed_runs(ingest, time.time())
                 if not waiting and not retry_pending:
                     break
@@ -355,7 +363,8 @@ def _watch(settings, home, crawl_run_id, started_at, wall_start, services, repor
             time.sleep(1.0)
         records = _runs_since(instance, started_at)
         ingest = [r for r in records if r.dagster_run.tags.get("rag/lane") == "ingest"]
-        first_embedding = _first_embedding_time(instance, records)
+        figures = _embedding_figures(instance, records)
+        first_embedding = figures["first_stored_at"]
         final_failures = sum(_failed_runs(ingest, time.time()), [])
         crawl_status = crawl.status.value
     counts = store_counts(settings.raw_dir, settings.duckdb_path).as_dict()
@@ -367,7 +376,9 @@ def _watch(settings, home, crawl_run_id, started_at, wall_start, services, repor
         "pages": counts["files"],
         "wall_time_s": round(time.time() - wall_start, 1),
         "dagster_runs": len(records),
-        "ingestion_runs": len(ingest),
+        "ingestion_runs": sum(1 for r in ingest if r.dagster_run.job_name == "ingest_items"),
+        "chunks_embedded": figures["embedded"],
+        "chunks_reused": figures["reused"],
         "failed_runs": len(final_failures),
         "crawl_status": crawl_status,
         "first_file_to_first_embedding_s": (

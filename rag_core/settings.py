@@ -63,6 +63,32 @@ def _text(name: str, value: str) -> str:
     return value.strip()
 
 
+def _required_text(name: str, value: str) -> str:
+    if not value.strip():
+        raise _bad(name, value, "a non-empty value")
+    return value.strip()
+
+
+BOLT_SCHEMES = ("bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc")
+
+
+def _bolt_uri(name: str, value: str) -> str:
+    parts = urlsplit(value.strip())
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        parts = parts._replace(netloc="")
+    if parts.scheme not in BOLT_SCHEMES or not parts.hostname:
+        raise _bad(name, value, f"a URI with scheme {', '.join(BOLT_SCHEMES)} and a host")
+    if "@" in parts.netloc:
+        # Not echoed: the URI names the graph server in every error, so it must hold no secret.
+        raise SettingsError(
+            f"{name} is not valid: {name} accepts no user or password; "
+            "set NEO4J_USER and NEO4J_PASSWORD instead"
+        )
+    return value.strip()
+
+
 def _url_list(name: str, value: str) -> tuple[str, ...]:
     urls = tuple(part.strip() for part in value.split(",") if part.strip())
     for url in urls:
@@ -187,6 +213,14 @@ VARIABLES: tuple[Variable, ...] = (
         "crawl",
     ),
     Variable(
+        "PRUNE_REMOVED",
+        "false",
+        _boolean,
+        "remove pages that are gone (404/410, or not reached by a complete crawl) from every "
+        "store and their partitions; off by default: a partial crawl deletes nothing",
+        "crawl",
+    ),
+    Variable(
         "EMBEDDING_PROVIDER",
         "sentence-transformers",
         _choice("sentence-transformers"),
@@ -282,6 +316,23 @@ VARIABLES: tuple[Variable, ...] = (
         "concurrency",
     ),
     Variable("USE_NEO4J", "false", _boolean, "also write the graph sink over Bolt", "graph"),
+    Variable(
+        "NEO4J_URI",
+        "bolt://127.0.0.1:7687",
+        _bolt_uri,
+        "Bolt URI of the graph server (bolt://, neo4j://, +s / +ssc for TLS)",
+        "graph",
+    ),
+    Variable("NEO4J_USER", "neo4j", _required_text, "user name on the graph server", "graph"),
+    Variable(
+        "NEO4J_PASSWORD",
+        "",
+        _text,
+        "password of NEO4J_USER; a secret, read only by the graph resource (dg.EnvVar), "
+        "never kept in the settings; required when USE_NEO4J=true",
+        "graph",
+    ),
+    Variable("NEO4J_DATABASE", "neo4j", _required_text, "database on the graph server", "graph"),
     Variable("LOG_LEVEL", "INFO", _log_level, "log level of the crawl and the CLI", "pipeline"),
 )
 
@@ -300,6 +351,7 @@ class Settings:
     crawl_exclude: tuple[str, ...]
     crawl_concurrency: int
     crawl_autothrottle: bool
+    prune_removed: bool
     embedding_provider: str
     embedding_model: str
     embedding_batch_size: int
@@ -314,6 +366,9 @@ class Settings:
     demo_site_port: int
     max_page_chars: int
     use_neo4j: bool
+    neo4j_uri: str
+    neo4j_user: str
+    neo4j_database: str
     log_level: str
 
     @property
@@ -364,6 +419,10 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
             f"CHUNK_OVERLAP_TOKENS accepts a whole number below half of CHUNK_SIZE_TOKENS "
             f"({values['chunk_size_tokens']})"
         )
+    # The password itself is not kept (the graph resource reads it through dg.EnvVar), but a
+    # missing one is reported here, at start, rather than as a failed run much later.
+    if values["use_neo4j"] and not values["neo4j_password"]:
+        raise _bad("NEO4J_PASSWORD", "", "a non-empty password when USE_NEO4J=true")
     if not values["embedding_model"]:
         raise _bad("EMBEDDING_MODEL", "", "a sentence-transformers model name or local folder")
     names = {f.name for f in fields(Settings)}

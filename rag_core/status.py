@@ -59,3 +59,64 @@ def store_counts(raw_dir: Path, db_path: Path) -> StoreCounts:
         embeddings=counts["embeddings"],
         errors=counts["ingest_errors"],
     )
+
+
+def recent_errors(db_path: Path, limit: int = 200) -> list[dict]:
+    """Recorded per-item failures, newest first: item, stage, URL (when known), message."""
+    if not db_path.exists():
+        return []
+    with store.connect(db_path, read_only=True) as con:
+        if not store.table_exists(con, "ingest_errors"):
+            return []
+        rows = con.execute(
+            "SELECT e.item_id, e.stage, r.url, e.error, e.run_id, e.occurred_at "
+            "FROM ingest_errors e LEFT JOIN raw_items r USING (item_id) "
+            "ORDER BY e.occurred_at DESC, e.item_id LIMIT ?",
+            [limit],
+        ).fetchall()
+    return [
+        {
+            "item_id": r[0],
+            "stage": r[1],
+            "url": r[2],
+            "error": r[3],
+            "run_id": r[4],
+            "occurred_at": r[5].isoformat() if r[5] else None,
+        }
+        for r in rows
+    ]
+
+
+def dagster_status(dagster_home: Path) -> dict:
+    """Partitions and runs as the project's Dagster instance records them (empty if none yet)."""
+    if not (dagster_home / "dagster.yaml").exists():
+        return {"instance": None}
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        partitions = instance.get_dynamic_partitions("items")
+        done = instance.get_materialized_partitions(dg.AssetKey("embeddings"))
+        by_status: dict[str, int] = {}
+        for record in instance.get_run_records(limit=10_000):
+            name = record.dagster_run.status.value
+            by_status[name] = by_status.get(name, 0) + 1
+        latest = instance.get_run_records(limit=1)
+    in_flight = sum(
+        by_status.get(s, 0) for s in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
+    )
+    return {
+        "instance": str(dagster_home),
+        "partitions": len(partitions),
+        "partitions_embedded": len(set(partitions) & set(done)),
+        "runs": by_status,
+        "runs_in_flight": in_flight,
+        "latest_run": (
+            {
+                "run_id": latest[0].dagster_run.run_id,
+                "job": latest[0].dagster_run.job_name,
+                "status": latest[0].dagster_run.status.value,
+            }
+            if latest
+            else None
+        ),
+    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -21,6 +22,32 @@ import dagster as dg
 from rag_core.settings import PROJECT_ROOT
 
 DEMO_SITE_ROOT = PROJECT_ROOT / "data" / "demo_site"
+
+
+def _terminate_with_parent() -> None:
+    """In the crawl child: get SIGTERM when the run process dies, even by SIGKILL.
+
+    Scrapy stops gracefully on SIGTERM and keeps its JOBDIR state, so the retried run resumes
+    the crawl instead of racing an orphaned one.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _stop_gracefully(process: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    """Stop a crawl still running (the run was cancelled): SIGTERM first, SIGKILL last."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 class CrawlFailedError(RuntimeError):
@@ -71,6 +98,7 @@ class ScrapyCrawler(dg.ConfigurableResource):
     max_page_chars: int = 2_000_000
     log_level: str = "INFO"
     demo_site_port: int = 8765
+    prune_removed: bool = False
 
     @property
     def stats_file(self) -> Path:
@@ -79,6 +107,10 @@ class ScrapyCrawler(dg.ConfigurableResource):
     @property
     def jobdir(self) -> Path:
         return Path(self.state_dir) / "jobdir"
+
+    @property
+    def seen_keys_file(self) -> Path:
+        return Path(self.state_dir) / "seen_keys.txt"
 
     def command(self, start_urls: list[str], max_pages: int) -> list[str]:
         """The ``python -m crawler`` command line for this configuration."""
@@ -106,6 +138,8 @@ class ScrapyCrawler(dg.ConfigurableResource):
             str(self.stats_file),
             "--jobdir",
             str(self.jobdir),
+            "--seen-keys-file",
+            str(self.seen_keys_file),
         ]
         if self.autothrottle:
             cmd.append("--autothrottle")
@@ -122,6 +156,11 @@ class ScrapyCrawler(dg.ConfigurableResource):
         pages = self.max_pages if max_pages is None else max_pages
         Path(self.state_dir).mkdir(parents=True, exist_ok=True)
         self.stats_file.unlink(missing_ok=True)
+        resumed = self.jobdir.is_dir() and any(self.jobdir.iterdir())
+        if resumed:
+            log_line(f"resuming the interrupted crawl from {self.jobdir}")
+        else:
+            self.seen_keys_file.unlink(missing_ok=True)
         with contextlib.ExitStack() as stack:
             if not urls:
                 urls = [stack.enter_context(demo_site(self.demo_site_port))]
@@ -134,11 +173,15 @@ class ScrapyCrawler(dg.ConfigurableResource):
                 stderr=subprocess.STDOUT,
                 text=True,
                 errors="replace",
+                preexec_fn=_terminate_with_parent,
             )
-            assert process.stdout is not None
-            for line in process.stdout:
-                log_line(line.rstrip())
-            code = process.wait()
+            try:
+                assert process.stdout is not None
+                for line in process.stdout:
+                    log_line(line.rstrip())
+                code = process.wait()
+            finally:
+                _stop_gracefully(process)
         if code != 0:
             raise CrawlFailedError(f"crawl exited with code {code}; see the log above")
         # A finished crawl must not resume from its JOBDIR next time (it would skip every
@@ -146,4 +189,14 @@ class ScrapyCrawler(dg.ConfigurableResource):
         shutil.rmtree(self.jobdir, ignore_errors=True)
         stats = json.loads(self.stats_file.read_text()) if self.stats_file.is_file() else {}
         stats["start_urls"] = urls
+        stats["resumed"] = resumed
+        stats["complete"] = (
+            not resumed and pages == 0 and stats.get("finish_reason") == "finished"
+        )
         return stats
+
+    def seen_keys(self) -> set[str]:
+        """Item keys of every page the last crawl reached (changed or not)."""
+        if not self.seen_keys_file.is_file():
+            return set()
+        return {line.strip() for line in self.seen_keys_file.read_text().splitlines() if line}

@@ -3,12 +3,19 @@
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from rag_assets.jobs import INGEST_JOB_NAME, LANE_TAG, ingest_job
-from rag_assets.partitions import ITEMS_PARTITIONS_NAME, items_partitions
+from rag_assets.jobs import INGEST_JOB_NAME, LANE_TAG, PRUNE_JOB_NAME, ingest_job, prune_job
+from rag_assets.partitions import ITEMS_PARTITIONS_NAME
+from rag_core import prune
 from resources.raw_items import RawItemStore
+
+if TYPE_CHECKING:
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
 
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
@@ -19,13 +26,22 @@ IN_FLIGHT = [
 ]
 
 
+# Files whose mtime is within this lag of the newest one are re-examined on the next tick:
+# an atomic rename keeps the temp file's mtime, so a file can appear slightly "in the past".
+MTIME_LAG_NS = 5_000_000_000
+
+
 @dataclass
 class FilesCursor:
     """What the sensor remembers between ticks."""
 
-    # Registered partitions whose run has not been requested yet (a run was in flight).
+    # Partitions waiting for a run (one was in flight when they were found).
     pending: list[str] = field(default_factory=list)
     batches: int = 0
+    # Every file with mtime <= watermark_ns has been handled; ``recent`` holds the handled
+    # files above it (key -> mtime_ns), so only created or rewritten files count as touched.
+    watermark_ns: int = 0
+    recent: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, raw: str | None) -> "FilesCursor":
@@ -38,6 +54,20 @@ class FilesCursor:
 
     def dump(self) -> str:
         return json.dumps(asdict(self))
+
+    def touched(self, files: list[tuple[str, int]]) -> list[str]:
+        """Keys of files created or rewritten since the last tick, oldest first."""
+        return [
+            key
+            for key, mtime in files
+            if mtime > self.watermark_ns and self.recent.get(key) != mtime
+        ]
+
+    def advance(self, files: list[tuple[str, int]]) -> None:
+        """Mark every listed file as handled."""
+        if files:
+            self.watermark_ns = max(self.watermark_ns, files[-1][1] - MTIME_LAG_NS)
+        self.recent = {key: mtime for key, mtime in files if mtime > self.watermark_ns}
 
 
 def lane_in_flight(instance: dg.DagsterInstance, lane: str) -> bool:
@@ -74,12 +104,18 @@ def range_request(
     )
 
 
-def build_raw_item_files_sensor(mode: str = "streaming") -> dg.SensorDefinition:
-    """The sensor for PIPELINE_MODE ``mode``: streaming ingests during the crawl, batch after it."""
+def build_raw_item_files_sensor(
+    mode: str = "streaming", job: "UnresolvedAssetJobDefinition | None" = None
+) -> dg.SensorDefinition:
+    """The sensor for PIPELINE_MODE ``mode``: streaming ingests during the crawl, batch after it.
+
+    ``job`` is the ingestion job to launch (``build_ingest_job``; with the graph sink it
+    includes graph_pages); it must be named ``ingest_items``.
+    """
 
     @dg.sensor(
         name="raw_item_files",
-        job=ingest_job,
+        jobs=[job or ingest_job, prune_job],
         minimum_interval_seconds=1,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
@@ -99,33 +135,79 @@ def build_raw_item_files_sensor(mode: str = "streaming") -> dg.SensorDefinition:
 def evaluate_files(
     context: dg.SensorEvaluationContext, raw_store: RawItemStore, mode: str
 ) -> dg.SensorResult:
-    """One tick: register new partitions; request one run for all waiting items unless blocked."""
+    """One tick: register new partitions; request one run for all waiting items unless blocked.
+
+    A created file is a new partition; a rewritten file (the crawler rewrites a page only when
+    its main text changed) is a changed one. Unchanged pages are never touched, so they cost
+    no run at all.
+    """
     started = time.monotonic()
+    instance = context.instance
     cursor = FilesCursor.parse(context.cursor)
-    known = context.instance.get_dynamic_partitions(ITEMS_PARTITIONS_NAME)
+    files = raw_store.scan()
+    touched = cursor.touched(files)
+    known = instance.get_dynamic_partitions(ITEMS_PARTITIONS_NAME)
     known_set = set(known)
-    new = [key for key, _ in raw_store.scan() if key not in known_set]
-    # Pending keys deleted from the partitions meanwhile (by a user) are dropped.
-    pending = [k for k in dict.fromkeys(cursor.pending + new) if k in known_set or k in new]
-    add = [items_partitions.build_add_request(new)] if new else []
+    new = [key for key in touched if key not in known_set]
+    if new:
+        # Added here rather than through SensorResult: one query for the whole list, where
+        # the daemon would check each key on its own (slow at thousands of keys).
+        instance.add_dynamic_partitions(ITEMS_PARTITIONS_NAME, new)
+        known_set.update(new)
+    # Pending keys deleted from the partitions meanwhile (a pruned page) are dropped.
+    pending = [k for k in dict.fromkeys(cursor.pending + touched) if k in known_set]
+    cursor.advance(files)
     scan_s = time.monotonic() - started
-    if not pending:
+    if not pending and not prune.read_removals(raw_store.folder):
         return dg.SensorResult(
-            skip_reason=f"no new item files ({len(known)} known, {scan_s:.2f} s)"
+            skip_reason=f"no new or changed item files ({len(known_set)} known, {scan_s:.2f} s)",
+            cursor=cursor.dump(),
         )
-    blocker = blocking_run(context.instance, mode)
+    blocker = blocking_run(instance, mode)
+    removals = prune.read_removals(raw_store.folder)
+    if removals and not blocker:
+        # Removal first (it is quick); the waiting items go in the run after it.
+        cursor.pending = pending
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(job_name=PRUNE_JOB_NAME, tags={"rag/removals": str(len(removals))})
+            ],
+            cursor=cursor.dump(),
+        )
     if blocker:
         cursor.pending = pending
-        context.log.info(f"{len(new)} new item(s); {len(pending)} wait for {blocker}")
+        context.log.info(f"{len(touched)} new/changed item(s); {len(pending)} wait for {blocker}")
         return dg.SensorResult(
-            dynamic_partitions_requests=add,
-            cursor=cursor.dump(),
-            skip_reason=f"{len(pending)} item(s) wait for {blocker}",
+            cursor=cursor.dump(), skip_reason=f"{len(pending)} item(s) wait for {blocker}"
         )
+    order = move_to_end(instance, pending)
     cursor.pending = []
     cursor.batches += 1
-    request = range_request(known + new, pending, {"rag/batch": str(cursor.batches)})
-    context.log.info(f"requesting one run for {len(pending)} item(s) ({scan_s:.2f} s scan)")
-    return dg.SensorResult(
-        run_requests=[request], dynamic_partitions_requests=add, cursor=cursor.dump()
+    request = range_request(order, pending, {"rag/batch": str(cursor.batches)})
+    context.log.info(
+        f"requesting one run for {len(pending)} item(s): {len(new)} new, "
+        f"{len(pending) - len(new)} changed or waiting ({scan_s:.2f} s scan)"
     )
+    return dg.SensorResult(run_requests=[request], cursor=cursor.dump())
+
+
+def move_to_end(instance: dg.DagsterInstance, batch: list[str]) -> list[str]:
+    """Make ``batch`` the contiguous tail of the partition order; return the new order.
+
+    A run carries a partition *range*. A changed page sits somewhere in the middle of the
+    order, so it is deleted and re-added (history is kept: deleting a dynamic partition only
+    removes its row from the partitions table). Only done while no ingestion run is in
+    flight, whose range would otherwise shift under it.
+    """
+    order = list(instance.get_dynamic_partitions(ITEMS_PARTITIONS_NAME))
+    wanted = set(batch)
+    tail_start = len(order)
+    while tail_start > 0 and order[tail_start - 1] in wanted:
+        tail_start -= 1
+    stray = [key for key in order[:tail_start] if key in wanted]
+    if not stray:
+        return order
+    for key in stray:
+        instance.delete_dynamic_partition(ITEMS_PARTITIONS_NAME, key)
+    instance.add_dynamic_partitions(ITEMS_PARTITIONS_NAME, stray)
+    return list(instance.get_dynamic_partitions(ITEMS_PARTITIONS_NAME))

@@ -321,7 +321,8 @@ def test_pipeline_writes_atomically_and_counts(tmp_path: Path) -> None:
     short = _page_item("http://Example.com:80/a?b=2&a=1#frag")
     pipeline.process_item(short)
     pipeline.process_item(_page_item("http://example.com/big", "x" * 25))
-    # Same page under a URL that canonicalises identically: same file, overwritten.
+    # Same page under a URL that canonicalises identically: same file, and with the same main
+    # text it is left as it is (no rewrite, so no downstream work).
     pipeline.process_item(_page_item("http://example.com/a?a=1&b=2"))
 
     files = sorted(p.name for p in (tmp_path / "raw").iterdir())
@@ -333,7 +334,11 @@ def test_pipeline_writes_atomically_and_counts(tmp_path: Path) -> None:
     assert saved.item_id == key and saved.url == "http://example.com/a?a=1&b=2"
     big = read_item_file(tmp_path / "raw" / item_file_name(item_key("http://example.com/big")))
     assert big.html == "x" * 10 and big.truncated
-    assert crawler.stats.values == {"rag/items_saved": 3, "rag/items_truncated": 1}
+    assert crawler.stats.values == {
+        "rag/items_saved": 2,
+        "rag/items_truncated": 1,
+        "rag/items_unchanged": 1,
+    }
 
 
 def test_pipeline_defaults() -> None:

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import subprocess
 import sys
 import threading
+import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
 
 from rag_core.ids import item_key
+from rag_core.search import search
+from tests.helpers import settings_for
 
 pytestmark = pytest.mark.e2e
-PAGES = 24
+PAGES = 40
 
 
 def build_site(root: Path, pages: int) -> None:
@@ -44,19 +49,19 @@ def build_site(root: Path, pages: int) -> None:
 
 
 class SlowHandler(SimpleHTTPRequestHandler):
-    """Static files with a little latency, so pages trickle in as they do from a real site."""
+    """Static files with latency, so pages trickle in as they do from a real site."""
 
     def do_GET(self):  # noqa: N802
-        threading.Event().wait(0.05)
+        threading.Event().wait(0.15)
         super().do_GET()
 
     def log_message(self, *args):
         pass
 
 
-@pytest.fixture
-def site(tmp_path):
-    root = tmp_path / "site"
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("site") / "www"
     build_site(root, PAGES)
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SlowHandler, directory=root))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -65,43 +70,153 @@ def site(tmp_path):
     server.shutdown()
 
 
-def test_rag_run_streams_a_site_into_duckdb_with_few_runs(tmp_path, site):
-    data = tmp_path / "data"
-    env = {
-        **{k: v for k, v in __import__("os").environ.items() if not k.startswith("DAGSTER")},
-        "DATA_DIR": str(data),
-        "DUCKDB_PATH": str(data / "rag.duckdb"),
-        "START_URLS": site,
-        "CRAWL_CONCURRENCY": "2",
-        "RUN_TIMEOUT_SECONDS": "400",
-    }
-    summary_file = tmp_path / "summary.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "rag_core.cli", "run", "--json-summary", str(summary_file)],
-        env=env,
+def rag(data: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """Run the `rag` CLI on the data folder ``data``."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER")}
+    full_env.update(DATA_DIR=str(data), DUCKDB_PATH=str(data / "rag.duckdb"), **env)
+    return subprocess.run(
+        [sys.executable, "-m", "rag_core.cli", *args],
+        env=full_env,
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+def rag_run(data: Path, site: str, mode: str, *more_urls: str, **env: str) -> dict:
+    summary_file = data.parent / f"summary-{mode}.json"
+    proc = rag(
+        data,
+        "run",
+        "--mode",
+        mode,
+        "--start-url",
+        site,
+        *[arg for url in more_urls for arg in ("--start-url", url)],
+        "--json-summary",
+        str(summary_file),
+        CRAWL_CONCURRENCY="2",
+        RUN_TIMEOUT_SECONDS="400",
+        **env,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    summary = json.loads(summary_file.read_text())
+    assert "Progress: Files=" in proc.stdout
+    return json.loads(summary_file.read_text())
+
+
+def table(data: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(data / "rag.duckdb"), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+class SearchLoop(threading.Thread):
+    """Searches over and over while `rag run` works, recording when each one ran."""
+
+    def __init__(self, data: Path):
+        super().__init__(daemon=True)
+        self.settings = settings_for(data, EMBEDDING_SERVER="false")
+        from rag_core.search import embedder_for
+
+        self.embedder = embedder_for(self.settings)
+        self.embedder.embed(["warm up"])
+        self.stop = threading.Event()
+        self.windows: list[tuple[float, float, int]] = []
+        self.failures: list[str] = []
+
+    def run(self):
+        while not self.stop.is_set():
+            if self.settings.duckdb_path.exists():
+                started = time.time()
+                try:
+                    hits = search(self.settings, "configure retries", 3, self.embedder)
+                    self.windows.append((started, time.time(), len(hits)))
+                except Exception as exc:  # "no embeddings stored yet" is fine early on
+                    if "no embeddings" not in str(exc):
+                        self.failures.append(repr(exc))
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def streamed(tmp_path_factory, site):
+    data = tmp_path_factory.mktemp("streaming") / "data"
+    searcher = SearchLoop(data)
+    searcher.start()
+    summary = rag_run(data, site, "streaming")
+    searcher.stop.set()
+    searcher.join()
+    return data, summary, searcher
+
+
+def test_streaming_run_stores_every_page_with_few_runs(streamed, site):
+    data, summary, _ = streamed
     items = PAGES + 1
     assert summary["pages"] == items
-    assert summary["crawl_status"] == "SUCCESS"
+    assert summary["crawl_status"] == "SUCCESS" and summary["failed_runs"] == 0
     # Micro-batching: far fewer ingestion runs than items.
-    assert 1 <= summary["ingestion_runs"] <= items // 3
-    assert "Progress: Files=" in proc.stdout
-    with duckdb.connect(str(data / "rag.duckdb"), read_only=True) as con:
-        urls = {r[0] for r in con.execute("SELECT url FROM documents").fetchall()}
-        assert {item_key(u) for u in urls} == {
-            item_key(site + f"p{i}.html") for i in range(PAGES)
-        } | {item_key(site)}
-        chunks, embedded, dims, orphans = con.execute(
-            "SELECT (SELECT count(*) FROM chunks),"
-            " (SELECT count(DISTINCT chunk_id) FROM embeddings),"
-            " (SELECT min(len(embedding)) FROM embeddings),"
-            " (SELECT count(*) FROM chunks c ANTI JOIN embeddings e USING (chunk_id))"
-        ).fetchone()
-        assert chunks == embedded == summary["embeddings"] and orphans == 0
-        assert dims == 384
-        assert con.execute("SELECT count(*) FROM ingest_errors").fetchone()[0] == 0
+    assert 1 <= summary["ingestion_runs"] <= items // 4
+    urls = {r[0] for r in table(data, "SELECT url FROM documents")}
+    expected = {item_key(site + f"p{i}.html") for i in range(PAGES)} | {item_key(site)}
+    assert {item_key(u) for u in urls} == expected
+    chunks, embedded, dims, orphans = table(
+        data,
+        "SELECT (SELECT count(*) FROM chunks),"
+        " (SELECT count(DISTINCT chunk_id) FROM embeddings),"
+        " (SELECT min(len(embedding)) FROM embeddings),"
+        " (SELECT count(*) FROM chunks c ANTI JOIN embeddings e USING (chunk_id))",
+    )[0]
+    assert chunks == embedded == summary["embeddings"] and orphans == 0
+    assert dims == 384
+    assert table(data, "SELECT count(*) FROM ingest_errors") == [(0,)]
+
+
+def test_search_worked_while_ingestion_was_writing(streamed):
+    import dagster as dg
+
+    data, _, searcher = streamed
+    assert searcher.failures == []
+    with dg.DagsterInstance.from_config(str(data / "dagster_home")) as instance:
+        runs = [
+            r for r in instance.get_run_records() if r.dagster_run.tags.get("rag/lane") == "ingest"
+        ]
+    assert runs and all(r.dagster_run.status.value == "SUCCESS" for r in runs)
+    during = [
+        w
+        for w in searcher.windows
+        if any(r.start_time and r.start_time <= w[0] <= (r.end_time or 0) for r in runs)
+    ]
+    assert during, "no search overlapped an ingestion run"
+    assert any(w[2] == 3 for w in searcher.windows)
+
+
+def test_status_reads_the_stores_and_the_instance(streamed):
+    data, summary, _ = streamed
+    proc = rag(data, "status", "--json", "--errors")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["counts"]["documents"] == summary["pages"]
+    assert report["counts"]["embeddings"] == summary["embeddings"]
+    assert report["dagster"]["partitions"] == summary["pages"]
+    assert report["dagster"]["partitions_embedded"] == summary["pages"]
+    assert report["dagster"]["runs_in_flight"] == 0
+    assert report["errors"] == []
+    text = rag(data, "status").stdout
+    assert f"Docs={summary['pages']}" in text and "Partitions:" in text
+
+
+def test_batch_mode_stores_identical_tables(streamed, site, tmp_path_factory):
+    streaming_data, _, _ = streamed
+    data = tmp_path_factory.mktemp("batch") / "data"
+    summary = rag_run(data, site, "batch")
+    assert summary["ingestion_runs"] == 1  # everything after the crawl, in one run
+    queries = {
+        "documents": "SELECT item_id, url, title, text, content_hash FROM documents ORDER BY 1",
+        "chunks": "SELECT chunk_id, item_id, chunk_index, heading, text, token_count "
+        "FROM chunks ORDER BY 1",
+        "embeddings": "SELECT chunk_id, item_id, model FROM embeddings ORDER BY 1",
+    }
+    for name, sql in queries.items():
+        assert table(data, sql) == table(streaming_data, sql), name
+    vectors = "SELECT embedding FROM embeddings ORDER BY chunk_id"
+    a = np.array([r[0] for r in table(data, vectors)])
+    b = np.array([r[0] for r in table(streaming_data, vectors)])
+    assert a.shape == b.shape and np.abs(a - b).max() < 1e-5

@@ -49,7 +49,7 @@ def add_run(instance, status, lane="ingest"):
 def test_no_files_skips(instance, tmp_path):
     result = evaluate(instance, tmp_path / "raw")
     assert not result.run_requests
-    assert "no new item files" in result.skip_reason.skip_message
+    assert "no new or changed item files" in result.skip_reason.skip_message
 
 
 def test_new_files_become_partitions_and_one_range_run(instance, tmp_path):
@@ -130,3 +130,39 @@ def test_batch_mode_waits_for_the_crawl_then_takes_everything(instance, tmp_path
     instance.report_run_failed(crawl)
     go = evaluate(instance, raw, waiting.cursor, sensor=batch_sensor)
     assert [r.tags["rag/batch_items"] for r in go.run_requests] == ["3"]
+
+
+def test_rewritten_file_is_requested_again_and_moved_to_the_end(instance, tmp_path):
+    raw = tmp_path / "raw"
+    keys = [write_page(raw, f"http://site.test/p{i}", f"P{i}", "<p>x</p>") for i in range(4)]
+    first = evaluate(instance, raw)
+    assert first.run_requests[0].tags["rag/batch_items"] == "4"
+    # Nothing rewritten: the next tick requests nothing (unchanged pages cost no run).
+    idle = evaluate(instance, raw, first.cursor)
+    assert not idle.run_requests
+    write_page(raw, "http://site.test/p1", "P1", "<p>changed text</p>")
+    added = write_page(raw, "http://site.test/new", "New", "<p>n</p>")
+    changed = evaluate(instance, raw, idle.cursor)
+    assert len(changed.run_requests) == 1
+    tags = changed.run_requests[0].tags
+    order = instance.get_dynamic_partitions("items")
+    # The changed page now sits beside the new one at the end, so the range is exactly them.
+    assert order[:3] == [keys[0], keys[2], keys[3]] and set(order[3:]) == {keys[1], added}
+    assert (tags[RANGE_START], tags[RANGE_END]) == (order[3], order[4])
+    assert tags["rag/batch_items"] == "2"
+
+
+def test_changed_page_waits_without_moving_while_a_run_is_in_flight(instance, tmp_path):
+    raw = tmp_path / "raw"
+    keys = [write_page(raw, f"http://site.test/p{i}", f"P{i}", "<p>x</p>") for i in range(3)]
+    first = evaluate(instance, raw)
+    run = add_run(instance, dg.DagsterRunStatus.STARTED)
+    write_page(raw, "http://site.test/p0", "P0", "<p>changed</p>")
+    waiting = evaluate(instance, raw, first.cursor)
+    assert not waiting.run_requests
+    # The run in flight resolves its range against this order: it must not shift.
+    assert instance.get_dynamic_partitions("items") == keys
+    instance.report_run_failed(run)
+    go = evaluate(instance, raw, waiting.cursor)
+    assert go.run_requests[0].tags[RANGE_START] == keys[0]
+    assert instance.get_dynamic_partitions("items") == [keys[1], keys[2], keys[0]]

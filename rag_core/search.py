@@ -1,0 +1,92 @@
+"""Semantic search over the stored chunks: embed the question, rank by cosine in DuckDB."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from rag_core import store
+from rag_core.settings import Settings
+
+SEARCH_SQL = """
+SELECT c.chunk_id, c.item_id, d.title, d.url, c.heading, c.text,
+       array_cosine_similarity(e.embedding, $query::FLOAT[{dim}]) AS score
+FROM embeddings e
+JOIN chunks c USING (chunk_id)
+JOIN documents d ON d.item_id = c.item_id
+WHERE e.model = $model
+ORDER BY score DESC, c.chunk_id
+LIMIT $k
+"""
+
+
+class SearchError(RuntimeError):
+    """Nothing to search yet, or the store cannot be read."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked chunk."""
+
+    rank: int
+    score: float
+    title: str
+    url: str
+    heading: str
+    text: str
+    chunk_id: str
+    item_id: str
+
+    def snippet(self, width: int = 220) -> str:
+        flat = " ".join(self.text.split())
+        return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def embedder_for(settings: Settings):
+    """The same embedding resource the assets use (warm server if configured, else in-process)."""
+    from resources.embedder import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(
+        provider=settings.embedding_provider,
+        model=settings.embedding_model,
+        dtype=settings.embedding_dtype,
+        batch_size=settings.embedding_batch_size,
+        torch_threads=settings.torch_num_threads,
+        server_url=settings.embedding_server_url,
+    )
+
+
+def search(settings: Settings, question: str, k: int = 5, embedder=None) -> list[Hit]:
+    """Top ``k`` chunks for ``question``; reads DuckDB briefly, waiting out a writer's lock."""
+    if not question.strip():
+        raise SearchError("the question is empty")
+    if not settings.duckdb_path.exists():
+        raise SearchError(f"{settings.duckdb_path} does not exist yet: run `make run` first")
+    embedder = embedder or embedder_for(settings)
+    vectors, _ = embedder.embed([question])
+    query = vectors[0].tolist()
+    with store.connect(settings.duckdb_path, read_only=True) as con:
+        if not store.table_exists(con, "embeddings"):
+            raise SearchError("no embeddings stored yet")
+        dim = store.embeddings_dimension(con)
+        if dim != len(query):
+            raise SearchError(f"stored vectors have {dim} dimensions, the model gives {len(query)}")
+        rows = con.execute(
+            SEARCH_SQL.format(dim=dim),
+            {"query": query, "model": embedder.info.name, "k": k},
+        ).fetchall()
+    return [
+        Hit(
+            rank=i + 1,
+            score=round(float(r[6]), 4),
+            title=r[2] or "",
+            url=r[3],
+            heading=r[4] or "",
+            text=r[5],
+            chunk_id=r[0],
+            item_id=r[1],
+        )
+        for i, r in enumerate(rows)
+    ]
