@@ -220,3 +220,87 @@ def test_batch_mode_stores_identical_tables(streamed, site, tmp_path_factory):
     a = np.array([r[0] for r in table(data, vectors)])
     b = np.array([r[0] for r in table(streaming_data, vectors)])
     assert a.shape == b.shape and np.abs(a - b).max() < 1e-5
+
+
+def _engine_pid(instance, run_id: str) -> int | None:
+    import dagster as dg
+
+    for event in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        data = event.dagster_event.engine_event_data
+        if data and "pid" in data.metadata and "Executing steps" in (event.user_message or ""):
+            return int(data.metadata["pid"].value)
+    return None
+
+
+def _step_started(instance, run_id: str, step: str) -> bool:
+    import dagster as dg
+
+    return any(
+        e.step_key == step
+        for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START)
+    )
+
+
+def test_killed_ingestion_run_recovers_to_identical_stores(streamed, site, tmp_path_factory):
+    """SIGKILL the run process mid-batch: the code server marks the run failed, run_retries
+    relaunches it (freeing and reusing the ingest queue slot), idempotent writes complete it."""
+    import signal
+
+    import dagster as dg
+
+    streaming_data, _, _ = streamed
+    data = tmp_path_factory.mktemp("killed") / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER")}
+    env.update(DATA_DIR=str(data), DUCKDB_PATH=str(data / "rag.duckdb"), CRAWL_CONCURRENCY="2")
+    summary_file = data.parent / "summary.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rag_core.cli",
+            "run",
+            "--mode",
+            "batch",
+            "--start-url",
+            site,
+            "--json-summary",
+            str(summary_file),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    killed = None
+    deadline = time.monotonic() + 300
+    while killed is None and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if not (data / "dagster_home" / "dagster.yaml").exists():
+            continue
+        with dg.DagsterInstance.from_config(str(data / "dagster_home")) as instance:
+            for record in instance.get_run_records(
+                filters=dg.RunsFilter(
+                    job_name="ingest_items", statuses=[dg.DagsterRunStatus.STARTED]
+                )
+            ):
+                run_id = record.dagster_run.run_id
+                pid = _engine_pid(instance, run_id)
+                if pid and _step_started(instance, run_id, "embeddings"):
+                    os.kill(pid, signal.SIGKILL)
+                    killed = run_id
+    output, _ = proc.communicate(timeout=400)
+    assert killed, "no ingestion run was caught mid-batch"
+    assert proc.returncode == 0, output[-3000:]
+    with dg.DagsterInstance.from_config(str(data / "dagster_home")) as instance:
+        runs = {r.dagster_run.run_id: r.dagster_run for r in instance.get_run_records()}
+    assert runs[killed].status == dg.DagsterRunStatus.FAILURE
+    retries = [r for r in runs.values() if r.tags.get("dagster/parent_run_id") == killed]
+    assert [r.status for r in retries] == [dg.DagsterRunStatus.SUCCESS]
+    # Same rows as the uninterrupted run: nothing missing, nothing duplicated.
+    for sql in (
+        "SELECT item_id, url, title, text, content_hash FROM documents ORDER BY 1",
+        "SELECT chunk_id, item_id, chunk_index, text FROM chunks ORDER BY 1",
+        "SELECT chunk_id, item_id, model FROM embeddings ORDER BY 1",
+    ):
+        assert table(data, sql) == table(streaming_data, sql)
+    assert table(data, "SELECT count(*) - count(DISTINCT chunk_id) FROM embeddings") == [(0,)]
