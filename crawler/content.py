@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -45,6 +46,24 @@ def looks_binary(body: bytes) -> bool:
         return True
     controls = sum(1 for byte in head if byte in _CONTROL_BYTES)
     return controls / len(head) > MAX_CONTROL_SHARE
+
+
+def wrongly_declared_wide(encoding: str | None, body: bytes) -> bool:
+    """True when a UTF-16/32 charset is declared for a body that cannot be in it.
+
+    Such a body has no BOM and no NUL byte in its first 4 KB (a NUL without a BOM is sniffed
+    as binary before this is asked), while ASCII markup in UTF-16/32 is full of NULs. Browsers
+    decode it as UTF-8 (WHATWG: a meta-declared UTF-16 means UTF-8); decoding it as declared
+    turns the whole page, ASCII included, into CJK-looking garbage.
+    """
+    try:
+        name = codecs.lookup(encoding or "").name
+    except LookupError:
+        return False
+    if not name.startswith(("utf-16", "utf-32")):
+        return False
+    head = body[:SNIFF_BYTES]
+    return not head.startswith(_WIDE_BOMS) and b"\x00" not in head
 
 
 def normalise_space(text: str) -> str:

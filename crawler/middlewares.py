@@ -1,4 +1,4 @@
-"""Downloader middleware that never lets a redirect leave the spider's allowed domains."""
+"""Downloader middleware that never lets a redirect leave the spider's allowed domains or loop."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from urllib.parse import urljoin, urlsplit
 from scrapy.exceptions import IgnoreRequest
 from w3lib.url import safe_url_string
 
-from crawler.content import host_regex
+from crawler.content import canonical_http_url, host_regex
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 STAT_DROPPED = "rag/offsite_redirects_dropped"
+STAT_LOOPS = "rag/redirect_loops"
 
 
 class OffsiteRedirectMiddleware:
@@ -32,7 +33,8 @@ class OffsiteRedirectMiddleware:
     set it, but this middleware closes the gap for any request, counts every drop in
     ``rag/offsite_redirects_dropped``, and stops the 3xx before RedirectMiddleware (600) acts:
     at 650 its ``process_response`` runs first. Its ``process_request`` catches any other
-    redirect (e.g. meta refresh) that carries ``redirect_urls``.
+    redirect (e.g. meta refresh) that carries ``redirect_urls``. A 3xx back to a URL already in
+    its own redirect chain (A -> B -> A) is dropped too and counted in ``rag/redirect_loops``.
     """
 
     def __init__(self, crawler: Crawler):
@@ -72,6 +74,15 @@ class OffsiteRedirectMiddleware:
             target = urljoin(request.url, safe_url_string(location))
             if not self.host_allowed(target):
                 self._drop(request.url, target)
+            # A -> B -> A: without this the dupe filter drops the second A silently (counted
+            # only with every other duplicate link), and a dont_filter request bounces
+            # REDIRECT_MAX_TIMES times.
+            chain = [*request.meta.get("redirect_urls", []), request.url]
+            canon = canonical_http_url(target)
+            if canon is not None and canon in {canonical_http_url(url) for url in chain}:
+                self.crawler.stats.inc_value(STAT_LOOPS)
+                logger.info("Dropped redirect loop %s -> %s", " -> ".join(chain), target)
+                raise IgnoreRequest(f"Redirect loop back to {target}")
         return response
 
     def _drop(self, source: str, target: str) -> None:

@@ -275,6 +275,55 @@ def chunks(
     )
 
 
+def _observe_items(
+    context: dg.AssetExecutionContext, duckdb: DuckDBStore, keys: Sequence[str], model: str
+) -> None:
+    """Per-partition metadata in the UI: a run materialises many partitions with one
+    MaterializeResult, so each item's own figures go in an observation of its partition."""
+    if not keys:
+        return
+    rows = _select(
+        duckdb,
+        "SELECT d.item_id, d.title, d.url, d.word_count, "
+        " (SELECT count(*) FROM chunks c WHERE c.item_id = d.item_id), "
+        " (SELECT count(*) FROM embeddings e WHERE e.item_id = d.item_id), "
+        " (SELECT c.text FROM chunks c WHERE c.item_id = d.item_id AND c.chunk_index = 0) "
+        f"FROM documents d WHERE d.{_in_list()}",
+        keys,
+    )
+    error_rows = _select(
+        duckdb, f"SELECT item_id, stage, error FROM ingest_errors WHERE {_in_list()}", keys
+    )
+    errors = {item_id: f"{stage}: {message}" for item_id, stage, message in error_rows}
+    found = {row[0] for row in rows}
+    for item_id, title, url, words, n_chunks, n_vectors, first in rows:
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=context.asset_key,
+                partition=item_id,
+                metadata={
+                    "title": title or "",
+                    "url": dg.MetadataValue.url(url),
+                    "words": dg.MetadataValue.int(words or 0),
+                    "chunks": dg.MetadataValue.int(n_chunks),
+                    "vectors": dg.MetadataValue.int(n_vectors),
+                    "model": model,
+                    "preview": dg.MetadataValue.md((first or "")[:PREVIEW_CHARS]),
+                    "error": errors.get(item_id, "none"),
+                },
+            )
+        )
+    for item_id in keys:
+        if item_id not in found:
+            context.log_event(
+                dg.AssetObservation(
+                    asset_key=context.asset_key,
+                    partition=item_id,
+                    metadata={"error": errors.get(item_id, "no document stored"), "vectors": 0},
+                )
+            )
+
+
 def _groups_of_whole_items(rows: list[tuple], first: int, size: int) -> list[list[tuple]]:
     """(chunk_id, item_id, text) rows in groups of whole items: the first ~first, then ~size."""
     groups, current = [], []
@@ -345,6 +394,7 @@ def embeddings(
     if stale:
         with duckdb.write() as con:
             store.delete_items(con, "embeddings", stale)
+    _observe_items(context, duckdb, keys, info.name)
     return dg.MaterializeResult(
         metadata={
             "items": dg.MetadataValue.int(len(keys)),

@@ -16,6 +16,14 @@ _ITEM_FILE_RE = re.compile(r"^item_([0-9a-f]{16})\.json$")
 REQUIRED_FIELDS = ("item_id", "url", "status", "html")
 
 
+FIELD_TYPES: dict[str, type] = {
+    "item_id": str, "url": str, "status": int, "html": str, "requested_url": str, "title": str,
+    "content_type": str, "encoding": str, "links": list, "fetched_at": str, "depth": int,
+    "truncated": bool, "content_hash": str, "schema_version": int,
+}  # fmt: skip
+_TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", bool: "true or false"}
+
+
 class ItemFileError(ValueError):
     """An item file that cannot be used: unreadable, not JSON, or missing fields."""
 
@@ -98,16 +106,15 @@ def read_item_file(path: Path) -> CrawledItem:
     missing = [name for name in REQUIRED_FIELDS if name not in data]
     if missing:
         raise ItemFileError(f"{path.name} is missing field(s): {', '.join(missing)}")
-    known = CrawledItem.__dataclass_fields__
-    values = {k: v for k, v in data.items() if k in known}
-    try:
-        item = CrawledItem(**values)
-    except TypeError as exc:
-        raise ItemFileError(f"{path.name}: {exc}") from exc
-    if not isinstance(item.html, str) or not isinstance(item.url, str):
-        raise ItemFileError(f"{path.name}: 'html' and 'url' must be strings")
-    if not isinstance(item.status, int):
-        raise ItemFileError(f"{path.name}: 'status' must be an integer")
+    values = {k: v for k, v in data.items() if k in FIELD_TYPES}
+    for name, value in values.items():
+        # Every field is checked: one wrongly typed value must fail this item, not the batch.
+        expected = FIELD_TYPES[name]
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ItemFileError(f"{path.name}: '{name}' must be {_TYPE_NAMES[expected]}")
+    if not all(isinstance(link, str) for link in values.get("links", [])):
+        raise ItemFileError(f"{path.name}: 'links' must be a list of strings")
+    item = CrawledItem(**values)
     expected = key_from_file_name(path.name)
     if expected is not None and item.item_id != expected:
         raise ItemFileError(f"{path.name}: item_id {item.item_id!r} does not match its file name")

@@ -106,6 +106,16 @@ def test_batch_ingests_good_items_and_records_bad_ones(site):
     norms = np.linalg.norm(np.array([v[2] for v in vectors]), axis=1)
     assert np.allclose(norms, 1.0, atol=1e-4)
     assert metadata(result, "embeddings")["embedded"] == len(chunk_ids)
+    # Per-partition figures, as observations of each item's partition.
+    observed = {
+        e.partition: {
+            k: v.value for k, v in e.asset_observation_data.asset_observation.metadata.items()
+        }
+        for e in result.get_asset_observation_events()
+    }
+    assert set(observed) == {*keys, broken, empty}
+    assert observed[keys[0]]["title"] == "Install" and observed[keys[0]]["vectors"] > 1
+    assert observed[broken]["vectors"] == 0 and "not valid JSON" in observed[broken]["error"]
 
 
 def test_chunks_fit_the_model_and_follow_headings(site):

@@ -23,6 +23,7 @@ from crawler.content import (
     mime_type,
     normalise_domain,
     normalise_space,
+    wrongly_declared_wide,
 )
 from crawler.items import PageItem
 from rag_core.ids import canonical_url, item_key
@@ -108,6 +109,14 @@ class SiteSpider(scrapy.Spider):
             stats.inc_value("rag/skipped_binary")
             self.logger.info("Skipped binary body served as %s: %s", mime, response.url)
             return
+        if isinstance(response, TextResponse) and wrongly_declared_wide(
+            response.encoding, response.body
+        ):
+            stats.inc_value("rag/wrong_charset_ignored")
+            self.logger.info(
+                "Decoding %s as UTF-8, not as declared %s", response.url, response.encoding
+            )
+            response = response.replace(encoding="utf-8")
         if self._page_limit_reached():
             self._requeue(response)
             return
