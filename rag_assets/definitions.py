@@ -6,14 +6,18 @@ import dagster as dg
 
 from rag_assets.checks import embedding_checks
 from rag_assets.crawl import crawled_pages
+from rag_assets.graph import graph_pages
 from rag_assets.ingest import chunks, documents, embeddings, raw_items
-from rag_assets.jobs import crawl_job, ingest_job
+from rag_assets.jobs import build_ingest_job, crawl_job, graph_catch_up_job, prune_job
+from rag_assets.prune import build_removed_pages
 from rag_core.settings import Settings, load_settings
 from resources.chunker import TokenChunker
 from resources.duckdb_store import DuckDBStore
 from resources.embedder import SentenceTransformerEmbedder
+from resources.graph_sink import Neo4jGraphSink
 from resources.raw_items import RawItemStore
 from resources.scrapy_crawler import ScrapyCrawler
+from sensors.graph_catch_up import graph_catch_up
 from sensors.raw_item_files import build_raw_item_files_sensor
 
 
@@ -49,18 +53,34 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             max_page_chars=settings.max_page_chars,
             log_level=settings.log_level,
             demo_site_port=settings.demo_site_port,
+            prune_removed=settings.prune_removed,
         ),
     }
 
 
+def build_graph_resource(settings: Settings) -> Neo4jGraphSink:
+    """The graph sink; the password is read from NEO4J_PASSWORD when a run or tick needs it."""
+    return Neo4jGraphSink(
+        uri=settings.neo4j_uri,
+        user=settings.neo4j_user,
+        password=dg.EnvVar("NEO4J_PASSWORD"),
+        database=settings.neo4j_database,
+    )
+
+
 def build_definitions(settings: Settings) -> dg.Definitions:
     """Definitions for ``settings`` (tests build them for a temporary data folder)."""
+    graph = settings.use_neo4j  # the graph sink is optional: nothing of it exists without it
+    ingest_job = build_ingest_job(with_graph=graph)
     return dg.Definitions(
-        assets=[crawled_pages, raw_items, documents, chunks, embeddings],
+        assets=[crawled_pages, build_removed_pages(graph), raw_items, documents, chunks, embeddings]
+        + ([graph_pages] if graph else []),
         asset_checks=embedding_checks,
-        jobs=[crawl_job, ingest_job],
-        sensors=[build_raw_item_files_sensor(settings.pipeline_mode)],
-        resources=build_resources(settings),
+        jobs=[crawl_job, ingest_job, prune_job] + ([graph_catch_up_job] if graph else []),
+        sensors=[build_raw_item_files_sensor(settings.pipeline_mode, ingest_job)]
+        + ([graph_catch_up] if graph else []),
+        resources=build_resources(settings)
+        | ({"graph": build_graph_resource(settings)} if graph else {}),
         # One process per run: torch and the model load once, all items share batches.
         executor=dg.in_process_executor,
     )

@@ -46,6 +46,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 
     from rag_core.runner import (
         BIN,
+        RunFailedError,
         Services,
         free_port,
         prepare_instance,
@@ -54,7 +55,11 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     from rag_core.settings import PROJECT_ROOT, child_environment
 
     settings = load_settings()
-    prepare_instance(settings)
+    try:
+        prepare_instance(settings)
+    except RunFailedError as exc:
+        print(f"rag dev: {exc}", file=sys.stderr)
+        return 1
     services = Services(settings.data_dir / "logs")
     overrides = {}
     try:
@@ -130,16 +135,19 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from rag_core.search import SearchError, search
+    from rag_core.search import SearchError, graph_context, search
 
     settings = load_settings()
     try:
         hits = search(settings, args.question, args.k)
+        graph = graph_context(settings, hits) if args.graph else {}
     except SearchError as exc:
         print(f"search: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps([hit.as_dict() for hit in hits], indent=2))
+        rows = [hit.as_dict() | ({"graph": graph.get(hit.chunk_id)} if args.graph else {})
+                for hit in hits]  # fmt: skip
+        print(json.dumps(rows, indent=2))
         return 0
     if not hits:
         print("No results.")
@@ -148,7 +156,22 @@ def _cmd_search(args: argparse.Namespace) -> int:
         if hit.heading:
             print(f"   § {hit.heading}")
         print(f"   {hit.snippet()}")
+        if args.graph:
+            _print_graph(graph.get(hit.chunk_id))
     return 0
+
+
+def _print_graph(context: dict | None) -> None:
+    if context is None:
+        print("   (not in the graph yet)")
+        return
+    for side in ("previous", "next"):
+        chunk = context.get(side)
+        if chunk:
+            text = " ".join(chunk["text"].split())[:120]
+            print(f"   {side} chunk #{chunk['chunk_index']}: {text}")
+    for page in context.get("linked_from", []):
+        print(f"   linked from: {page['title']} <{page['url']}>")
 
 
 def _cmd_env_example(args: argparse.Namespace) -> int:
@@ -185,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("question")
     search.add_argument("-k", type=int, default=5, help="number of results (default 5)")
     search.add_argument("--json", action="store_true", help="machine-readable output")
+    search.add_argument(
+        "--graph",
+        action="store_true",
+        help="also show each hit's neighbouring chunks and the pages linking to it (graph sink)",
+    )
     search.set_defaults(func=_cmd_search)
     dev = sub.add_parser("dev", help="the Dagster UI (dagster dev) with a warm embedding model")
     dev.add_argument("--host", default="127.0.0.1")

@@ -47,7 +47,43 @@ def prepare_instance(settings: Settings) -> Path:
     if not (link.is_symlink() and link.resolve() == target.resolve()):
         link.unlink(missing_ok=True)
         link.symlink_to(target)
+    fail_orphaned_runs(home)
     return home
+
+
+def fail_orphaned_runs(home: Path, heartbeat_age_s: float = 60.0) -> list[str]:
+    """Mark runs left in flight by a session that is gone (killed, rebooted) as failed.
+
+    With the default run launcher nothing else can tell that their process died once the
+    code server that started them is gone, and a stale STARTED run would hold the ingest
+    lane (and the sensor) forever. Queued runs stay queued: the new daemon launches them.
+    Refuses to touch anything while another daemon is alive on this instance.
+    """
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        beats = instance.get_daemon_heartbeats().values()
+        if any(time.time() - beat.timestamp < heartbeat_age_s for beat in beats):
+            raise RunFailedError(
+                f"another Dagster daemon is running on {home} (make run or make dev): stop it first"
+            )
+        stale = instance.get_run_records(
+            filters=dg.RunsFilter(
+                statuses=[
+                    dg.DagsterRunStatus.NOT_STARTED,
+                    dg.DagsterRunStatus.STARTING,
+                    dg.DagsterRunStatus.STARTED,
+                    dg.DagsterRunStatus.CANCELING,
+                ]
+            )
+        )
+        for record in stale:
+            instance.report_engine_event(
+                "Run left in flight by an earlier session that is gone; marked failed.",
+                record.dagster_run,
+            )
+            instance.report_run_failed(record.dagster_run)
+    return [r.dagster_run.run_id for r in stale]
 
 
 @dataclass

@@ -1,0 +1,78 @@
+"""Pieces of `rag run`: orphaned-run recovery, retry bookkeeping, progress output."""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+from types import SimpleNamespace
+
+import dagster as dg
+import pytest
+from dagster._core.storage.dagster_run import DagsterRun
+
+from rag_core.runner import Progress, Reporter, RunFailedError, _failed_runs, fail_orphaned_runs
+
+
+def test_runs_left_in_flight_by_a_dead_session_are_failed(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        started = DagsterRun(
+            job_name="ingest_items", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED
+        )
+        done = DagsterRun(
+            job_name="ingest_items", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.SUCCESS
+        )
+        instance.run_storage.add_run(started)
+        instance.run_storage.add_run(done)
+    assert fail_orphaned_runs(home) == [started.run_id]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_run_by_id(started.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id(done.run_id).status == dg.DagsterRunStatus.SUCCESS
+
+
+def test_a_live_daemon_on_the_instance_is_left_alone(tmp_path):
+    from dagster._daemon.types import DaemonHeartbeat
+
+    home = tmp_path / "home"
+    home.mkdir()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.add_daemon_heartbeat(DaemonHeartbeat(time.time(), "SENSOR", None, None))
+    with pytest.raises(RunFailedError, match="another Dagster daemon"):
+        fail_orphaned_runs(home)
+
+
+def record(run_id, status, end_time=None, parent=None):
+    tags = {"dagster/parent_run_id": parent} if parent else {}
+    run = SimpleNamespace(run_id=run_id, status=SimpleNamespace(value=status), tags=tags)
+    return SimpleNamespace(dagster_run=run, end_time=end_time)
+
+
+def test_failed_runs_wait_for_their_retry_then_count_as_final():
+    now = 1000.0
+    runs = [
+        record("a", "FAILURE", end_time=now - 5),  # just failed: a retry may still come
+        record("b", "FAILURE", end_time=now - 100),  # long ago, never retried: final
+        record("c", "FAILURE", end_time=now - 100),  # retried by d
+        record("d", "SUCCESS", end_time=now - 50, parent="c"),
+    ]
+    assert _failed_runs(runs, now) == (["a"], ["b"])
+
+
+def test_progress_prints_a_plain_line_per_change_when_not_a_terminal(tmp_path):
+    stream = io.StringIO()
+    timeline = tmp_path / "timeline.csv"
+    reporter = Reporter(stream, timeline=str(timeline))
+    counts = dict(files=2, raw_items=2, documents=1, chunks=5, embeddings=0, errors=0)
+    reporter.sample(Progress(10.0, counts, 2))
+    reporter.sample(Progress(11.0, counts, 2))  # same figures: no new line
+    reporter.sample(Progress(12.0, {**counts, "embeddings": 5}, 2))
+    reporter.done()
+    lines = stream.getvalue().splitlines()
+    assert lines == [
+        "Progress: Files=2, Docs=1, Chunks=5, Embeddings=0, Errors=0, Runs=2 | 0.5 chunks/s | 10s",
+        "Progress: Files=2, Docs=1, Chunks=5, Embeddings=5, Errors=0, Runs=2 | 0.4 chunks/s | 12s",
+    ]
+    rows = timeline.read_text().splitlines()
+    assert rows[0].startswith("epoch,elapsed,files") and len(rows) == 4
