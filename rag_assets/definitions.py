@@ -31,14 +31,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             chunk_size_tokens=settings.chunk_size_tokens,
             chunk_overlap_tokens=settings.chunk_overlap_tokens,
         ),
-        "embedder": SentenceTransformerEmbedder(
-            provider=settings.embedding_provider,
-            model=settings.embedding_model,
-            dtype=settings.embedding_dtype,
-            batch_size=settings.embedding_batch_size,
-            torch_threads=settings.torch_num_threads,
-            server_url=settings.embedding_server_url,
-        ),
+        "embedder": SentenceTransformerEmbedder.from_settings(settings),
         "crawler": ScrapyCrawler(
             raw_dir=str(settings.raw_dir),
             state_dir=str(settings.crawl_state_dir),

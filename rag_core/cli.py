@@ -48,8 +48,8 @@ def _cmd_dev(args: argparse.Namespace) -> int:
         BIN,
         RunFailedError,
         Services,
-        free_port,
         prepare_instance,
+        start_embedding_server,
         wait_for_embedding_server,
     )
     from rag_core.settings import PROJECT_ROOT, child_environment
@@ -64,24 +64,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     overrides = {}
     try:
         if settings.embedding_server and not settings.embedding_server_url:
-            url = f"http://127.0.0.1:{free_port()}"
-            services.start(
-                "embedding-server",
-                [
-                    sys.executable,
-                    "-m",
-                    "rag_core.embedding_server",
-                    "--port",
-                    url.rsplit(":", 1)[1],
-                    "--model",
-                    settings.embedding_model,
-                    "--dtype",
-                    settings.embedding_dtype,
-                    "--threads",
-                    str(settings.torch_num_threads),
-                ],
-                child_environment(settings),
-            )
+            url = start_embedding_server(settings, services)
             wait_for_embedding_server(url, services)
             overrides["EMBEDDING_SERVER_URL"] = url
             print(f"warm embedding model at {url}")

@@ -125,6 +125,21 @@ class Services:
                 process.kill()
 
 
+def start_embedding_server(settings: Settings, services: Services) -> str:
+    """Start the warm embedding server for ``settings`` on a free port; return its URL."""
+    port = free_port()
+    services.start(
+        "embedding-server",
+        [
+            sys.executable, "-m", "rag_core.embedding_server", "--port", str(port),
+            "--model", settings.embedding_model, "--dtype", settings.embedding_dtype,
+            "--threads", str(settings.torch_num_threads),
+        ],
+        child_environment(settings),
+    )  # fmt: skip
+    return f"http://127.0.0.1:{port}"
+
+
 def wait_for_embedding_server(url: str, services: Services, timeout_s: float = 180) -> dict:
     """Block until the server has loaded its model and answers."""
     from rag_core.embedding_server import health
@@ -262,25 +277,7 @@ def run_pipeline(settings: Settings, reporter: Reporter | None = None) -> dict:
                 print(f"Serving the demo site at {site_url}")
             server_url = settings.embedding_server_url
             if settings.embedding_server and not server_url:
-                server_url = f"http://127.0.0.1:{free_port()}"
-                port = server_url.rsplit(":", 1)[1]
-                services.start(
-                    "embedding-server",
-                    [
-                        sys.executable,
-                        "-m",
-                        "rag_core.embedding_server",
-                        "--port",
-                        port,
-                        "--model",
-                        settings.embedding_model,
-                        "--dtype",
-                        settings.embedding_dtype,
-                        "--threads",
-                        str(settings.torch_num_threads),
-                    ],
-                    child_environment(settings),
-                )
+                server_url = start_embedding_server(settings, services)
             if server_url:
                 overrides["EMBEDDING_SERVER_URL"] = server_url
             env = child_environment(settings, **overrides)

@@ -48,14 +48,7 @@ def embedder_for(settings: Settings):
     """The same embedding resource the assets use (warm server if configured, else in-process)."""
     from resources.embedder import SentenceTransformerEmbedder
 
-    return SentenceTransformerEmbedder(
-        provider=settings.embedding_provider,
-        model=settings.embedding_model,
-        dtype=settings.embedding_dtype,
-        batch_size=settings.embedding_batch_size,
-        torch_threads=settings.torch_num_threads,
-        server_url=settings.embedding_server_url,
-    )
+    return SentenceTransformerEmbedder.from_settings(settings)
 
 
 def search(settings: Settings, question: str, k: int = 5, embedder=None) -> list[Hit]:

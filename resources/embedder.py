@@ -27,6 +27,18 @@ class SentenceTransformerEmbedder(dg.ConfigurableResource):
     torch_threads: int = 0
     server_url: str = ""
 
+    @classmethod
+    def from_settings(cls, settings) -> SentenceTransformerEmbedder:
+        """The embedder the settings describe (assets, the search command and tests share it)."""
+        return cls(
+            provider=settings.embedding_provider,
+            model=settings.embedding_model,
+            dtype=settings.embedding_dtype,
+            batch_size=settings.embedding_batch_size,
+            torch_threads=settings.torch_num_threads,
+            server_url=settings.embedding_server_url,
+        )
+
     @property
     def info(self) -> embedding.ModelInfo:
         """Path, max_seq_length and dimension, read from the model folder without torch."""

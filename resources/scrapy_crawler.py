@@ -190,9 +190,7 @@ class ScrapyCrawler(dg.ConfigurableResource):
         stats = json.loads(self.stats_file.read_text()) if self.stats_file.is_file() else {}
         stats["start_urls"] = urls
         stats["resumed"] = resumed
-        stats["complete"] = (
-            not resumed and pages == 0 and stats.get("finish_reason") == "finished"
-        )
+        stats["complete"] = not resumed and pages == 0 and stats.get("finish_reason") == "finished"
         return stats
 
     def seen_keys(self) -> set[str]:
