@@ -156,7 +156,7 @@ def stop_tree(proc: subprocess.Popen) -> None:
 @pytest.fixture
 def ingested(tmp_path):
     """Three pages ingested through all four stages, a fourth registered but not ingested."""
-    settings = settings_for(tmp_path / "data", EMBEDDING_SERVER="false")
+    settings = settings_for(tmp_path / "data", EMBEDDING_SERVER="false", USE_NEO4J="false")
     raw = settings.raw_dir
     keys = [
         write_page(raw, "http://docs.test/install", "Install", paragraphs("installing", 6)),
@@ -193,6 +193,7 @@ def webserver(ingested, tmp_path):
         DATA_DIR=str(settings.data_dir),
         DUCKDB_PATH=str(settings.duckdb_path),
         EMBEDDING_SERVER="false",
+        USE_NEO4J="false",  # the definitions the test expects: no graph sink assets
     )
     port = free_port()
     log = tmp_path / "webserver.log"
@@ -221,15 +222,23 @@ def test_ui_graphql_shows_lineage_partitions_and_materialisations(ingested, webs
         "/".join(n["assetKey"]["path"]): n
         for n in graphql(webserver, ASSET_GRAPH_QUERY)["assetNodes"]
     }
-    assert set(nodes) == set(LINEAGE)
+    # The crawl group also holds removed_pages (pruning); the ingestion group is the chain.
+    groups = {name: n["groupName"] for name, n in nodes.items()}
+    assert groups == {"crawled_pages": "crawl", "removed_pages": "crawl"} | {
+        name: "ingestion" for name in LINEAGE[1:]
+    }
     for upstream, downstream in zip(LINEAGE, LINEAGE[1:], strict=False):
         assert [k["path"] for k in nodes[downstream]["dependencyKeys"]] == [[upstream]]
+    for upstream, downstream in zip(LINEAGE[1:], LINEAGE[2:], strict=False):
         assert [k["path"] for k in nodes[upstream]["dependedByKeys"]] == [[downstream]]
+    assert sorted(k["path"][0] for k in nodes["crawled_pages"]["dependedByKeys"]) == [
+        "raw_items",
+        "removed_pages",
+    ]
     assert nodes["crawled_pages"]["dependencyKeys"] == []
     assert nodes["embeddings"]["dependedByKeys"] == []
-    assert nodes["crawled_pages"]["groupName"] == "crawl"
     assert not nodes["crawled_pages"]["isPartitioned"]
-    assert {k: set(n["kinds"]) for k, n in nodes.items()} == {
+    assert {k: set(nodes[k]["kinds"]) for k in LINEAGE} == {
         "crawled_pages": {"scrapy", "json"},
         "raw_items": {"json", "duckdb"},
         "documents": {"python", "duckdb"},
