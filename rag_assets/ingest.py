@@ -11,6 +11,7 @@ it never fails the rest of its batch.
 import time
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 
@@ -37,7 +38,7 @@ PREVIEW_CHARS = 300
 # Embeddings are committed in groups of whole items, so stored results grow during a run;
 # the first group is small so that the first vectors are searchable within a second or two.
 EMBED_FIRST_GROUP_CHUNKS = 32
-EMBED_WRITE_GROUP_CHUNKS = 256
+EMBED_WRITE_GROUP_CHUNKS = 512
 
 
 def _item_asset(**kwargs):
@@ -275,6 +276,21 @@ def chunks(
     )
 
 
+def _store_vectors(
+    duckdb: DuckDBStore, group: list[tuple], vectors: dict, cached: dict, info
+) -> None:
+    """Replace the vectors of the group's items in one transaction (computed or reused)."""
+    out = [
+        (r[0], r[1], info.name, vectors[r[0]] if r[0] in vectors else list(cached[r[0]]))
+        for r in group
+    ]
+    dim = len(out[0][3]) if out else info.dimension
+    duckdb.replace_items(
+        "embeddings", sorted({r[1] for r in group}), ("chunk_id", "item_id", "model", "embedding"),
+        out, dim,
+    )  # fmt: skip
+
+
 def _observe_items(
     context: dg.AssetExecutionContext, duckdb: DuckDBStore, keys: Sequence[str], model: str
 ) -> None:
@@ -368,26 +384,27 @@ def embeddings(
     first_stored_at = None
     where = ""
     encode_s = 0.0
-    for group in _groups_of_whole_items(rows, EMBED_FIRST_GROUP_CHUNKS, EMBED_WRITE_GROUP_CHUNKS):
-        todo = [r for r in group if r[0] not in cached]
-        vectors = {}
-        if todo:
-            t0 = time.monotonic()
-            matrix, where = embedder.embed([r[2] for r in todo])
-            encode_s += time.monotonic() - t0
-            vectors = {r[0]: matrix[i].tolist() for i, r in enumerate(todo)}
-        out = [
-            (r[0], r[1], info.name, vectors[r[0]] if r[0] in vectors else list(cached[r[0]]))
-            for r in group
-        ]
-        group_items = sorted({r[1] for r in group})
-        dim = len(out[0][3]) if out else info.dimension
-        duckdb.replace_items(
-            "embeddings", group_items, ("chunk_id", "item_id", "model", "embedding"), out, dim
-        )
-        embedded += len(todo)
-        reused += len(group) - len(todo)
-        first_stored_at = first_stored_at or time.time()
+    groups = _groups_of_whole_items(rows, EMBED_FIRST_GROUP_CHUNKS, EMBED_WRITE_GROUP_CHUNKS)
+    todos = [[r for r in group if r[0] not in cached] for group in groups]
+
+    def encode(todo: list[tuple]) -> tuple:
+        started_at = time.monotonic()
+        matrix, computed = embedder.embed([r[2] for r in todo]) if todo else (None, "")
+        return matrix, computed, time.monotonic() - started_at
+
+    # One worker encodes group N+1 while this thread commits group N: the model never
+    # waits for DuckDB.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode") as pool:
+        futures = [pool.submit(encode, todo) for todo in todos]
+        for group, todo, future in zip(groups, todos, futures, strict=True):
+            matrix, computed, seconds = future.result()
+            where = computed or where
+            encode_s += seconds
+            vectors = {r[0]: matrix[i].tolist() for i, r in enumerate(todo)} if todo else {}
+            _store_vectors(duckdb, group, vectors, cached, info)
+            embedded += len(todo)
+            reused += len(group) - len(todo)
+            first_stored_at = first_stored_at or time.time()
     # Items of the batch without chunks (their document failed or is gone) keep no vectors.
     with_chunks = {r[1] for r in rows}
     stale = [k for k in keys if k not in with_chunks]

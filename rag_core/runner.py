@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rag_core.instance import open_instance
 from rag_core.prune import read_removals
 from rag_core.settings import PROJECT_ROOT, Settings, child_environment
 from rag_core.status import store_counts
@@ -61,7 +62,7 @@ def fail_orphaned_runs(home: Path, heartbeat_age_s: float = 60.0) -> list[str]:
     """
     import dagster as dg
 
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with open_instance(home) as instance:
         beats = instance.get_daemon_heartbeats().values()
         if any(time.time() - beat.timestamp < heartbeat_age_s for beat in beats):
             raise RunFailedError(
@@ -366,10 +367,9 @@ def _failed_runs(ingest_records, now: float, grace_s: float = 30.0) -> tuple[lis
 
 
 def _watch(settings, home, crawl_run_id, started_at, wall_start, services, reporter) -> dict:
-    import dagster as dg
 
     deadline = time.monotonic() + settings.run_timeout_seconds
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with open_instance(home) as instance:
         while True:
             services.check_alive()
             records = _runs_since(instance, started_at)

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rag_core import store
+from rag_core.instance import open_instance
 from rag_core.items import key_from_file_name
 
 
@@ -93,7 +94,7 @@ def dagster_status(dagster_home: Path) -> dict:
         return {"instance": None}
     import dagster as dg
 
-    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+    with open_instance(dagster_home) as instance:
         partitions = instance.get_dynamic_partitions("items")
         done = instance.get_materialized_partitions(dg.AssetKey("embeddings"))
         by_status: dict[str, int] = {}

@@ -26,6 +26,12 @@ IN_FLIGHT = [
 ]
 
 
+# The first batch after a quiet spell is capped: every stage of a run handles the whole batch
+# before the next starts, so a small first batch gets the first vectors stored within seconds,
+# while the pages that arrive meanwhile make the next batch large (and cheap per item).
+COLD_START_BATCH = 8
+QUIET_SPELL_S = 60.0
+
 # Files whose mtime is within this lag of the newest one are re-examined on the next tick:
 # an atomic rename keeps the temp file's mtime, so a file can appear slightly "in the past".
 MTIME_LAG_NS = 5_000_000_000
@@ -42,6 +48,9 @@ class FilesCursor:
     # files above it (key -> mtime_ns), so only created or rewritten files count as touched.
     watermark_ns: int = 0
     recent: dict[str, int] = field(default_factory=dict)
+    # When the last run was requested (epoch seconds): after a quiet spell the next batch
+    # is a cold start and is kept small.
+    last_request_at: float = 0.0
 
     @classmethod
     def parse(cls, raw: str | None) -> "FilesCursor":
@@ -181,12 +190,20 @@ def evaluate_files(
             cursor=cursor.dump(), skip_reason=f"{len(pending)} item(s) wait for {blocker}"
         )
     order = move_to_end(instance, pending)
-    cursor.pending = []
+    position = {key: index for index, key in enumerate(order)}
+    pending.sort(key=position.__getitem__)
+    now = time.time()
+    # Batch mode promises one run for everything after the crawl: no cold-start cap there.
+    cold = mode == "streaming" and now - cursor.last_request_at > QUIET_SPELL_S
+    batch = pending[:COLD_START_BATCH] if cold else pending
+    cursor.pending = pending[len(batch) :]
     cursor.batches += 1
-    request = range_request(order, pending, {"rag/batch": str(cursor.batches)})
+    cursor.last_request_at = now
+    request = range_request(order, batch, {"rag/batch": str(cursor.batches)})
     context.log.info(
-        f"requesting one run for {len(pending)} item(s): {len(new)} new, "
-        f"{len(pending) - len(new)} changed or waiting ({scan_s:.2f} s scan)"
+        f"requesting one run for {len(batch)} item(s) ({len(new)} new this tick, "
+        f"{len(cursor.pending)} left for the next run{', cold start' if cold else ''}; "
+        f"{scan_s:.2f} s scan)"
     )
     return dg.SensorResult(run_requests=[request], cursor=cursor.dump())
 

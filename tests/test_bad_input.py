@@ -295,8 +295,13 @@ def _hand_made_files(raw: Path) -> dict[str, str]:
         ),
         # Every field present, one of the wrong type: fails this item, not the batch.
         "wrong_types": json.dumps(
-            {"item_id": keys["wrong_types"], "url": "http://handmade.test/wrong_types",
-             "status": 200, "html": "<p>x</p>", "links": 5}
+            {
+                "item_id": keys["wrong_types"],
+                "url": "http://handmade.test/wrong_types",
+                "status": 200,
+                "html": "<p>x</p>",
+                "links": 5,
+            }
         ),  # fmt: skip
     }
     for case, text in contents.items():

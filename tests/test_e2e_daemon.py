@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from rag_core.ids import item_key
+from rag_core.instance import open_instance
 from rag_core.search import search
 from tests.helpers import settings_for
 
@@ -170,11 +171,10 @@ def test_streaming_run_stores_every_page_with_few_runs(streamed, site):
 
 
 def test_search_worked_while_ingestion_was_writing(streamed):
-    import dagster as dg
 
     data, _, searcher = streamed
     assert searcher.failures == []
-    with dg.DagsterInstance.from_config(str(data / "dagster_home")) as instance:
+    with open_instance(data / "dagster_home") as instance:
         runs = [
             r for r in instance.get_run_records() if r.dagster_run.tags.get("rag/lane") == "ingest"
         ]
@@ -277,7 +277,7 @@ def test_killed_ingestion_run_recovers_to_identical_stores(streamed, site, tmp_p
         time.sleep(0.2)
         if not (data / "dagster_home" / "dagster.yaml").exists():
             continue
-        with dg.DagsterInstance.from_config(str(data / "dagster_home")) as instance:
+        with open_instance(data / "dagster_home") as instance:
             for record in instance.get_run_records(
                 filters=dg.RunsFilter(
                     job_name="ingest_items", statuses=[dg.DagsterRunStatus.STARTED]
@@ -291,7 +291,7 @@ def test_killed_ingestion_run_recovers_to_identical_stores(streamed, site, tmp_p
     output, _ = proc.communicate(timeout=400)
     assert killed, "no ingestion run was caught mid-batch"
     assert proc.returncode == 0, output[-3000:]
-    with dg.DagsterInstance.from_config(str(data / "dagster_home")) as instance:
+    with open_instance(data / "dagster_home") as instance:
         runs = {r.dagster_run.run_id: r.dagster_run for r in instance.get_run_records()}
     assert runs[killed].status == dg.DagsterRunStatus.FAILURE
     retries = [r for r in runs.values() if r.tags.get("dagster/parent_run_id") == killed]

@@ -6,10 +6,10 @@ import functools
 import threading
 from http.server import ThreadingHTTPServer
 
-import dagster as dg
 import pytest
 
 from rag_core.ids import item_key
+from rag_core.instance import open_instance
 from tests.test_e2e_daemon import SlowHandler, build_site, rag_run, table
 
 pytestmark = pytest.mark.e2e
@@ -64,7 +64,7 @@ def test_recrawl_updates_removes_and_adds_exactly_what_changed(tmp_path, site):
     for name in ("raw_items", "documents", "chunks", "embeddings", "ingest_errors"):
         assert table(data, f"SELECT count(*) FROM {name} WHERE item_id = '{deleted}'") == [(0,)]
     assert not (data / "raw" / f"item_{deleted}.json").exists()
-    with dg.DagsterInstance.from_config(str(data / "dagster_home")) as instance:
+    with open_instance(data / "dagster_home") as instance:
         partitions = set(instance.get_dynamic_partitions("items"))
     assert deleted not in partitions and added in partitions
     # The rest is untouched: same chunks, same vectors, and none of them re-embedded.

@@ -11,13 +11,14 @@ import dagster as dg
 import pytest
 from dagster._core.storage.dagster_run import DagsterRun
 
+from rag_core.instance import open_instance
 from rag_core.runner import Progress, Reporter, RunFailedError, _failed_runs, fail_orphaned_runs
 
 
 def test_runs_left_in_flight_by_a_dead_session_are_failed(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with open_instance(home) as instance:
         started = DagsterRun(
             job_name="ingest_items", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED
         )
@@ -27,7 +28,7 @@ def test_runs_left_in_flight_by_a_dead_session_are_failed(tmp_path):
         instance.run_storage.add_run(started)
         instance.run_storage.add_run(done)
     assert fail_orphaned_runs(home) == [started.run_id]
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with open_instance(home) as instance:
         assert instance.get_run_by_id(started.run_id).status == dg.DagsterRunStatus.FAILURE
         assert instance.get_run_by_id(done.run_id).status == dg.DagsterRunStatus.SUCCESS
 
@@ -37,7 +38,7 @@ def test_a_live_daemon_on_the_instance_is_left_alone(tmp_path):
 
     home = tmp_path / "home"
     home.mkdir()
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with open_instance(home) as instance:
         instance.add_daemon_heartbeat(DaemonHeartbeat(time.time(), "SENSOR", None, None))
     with pytest.raises(RunFailedError, match="another Dagster daemon"):
         fail_orphaned_runs(home)

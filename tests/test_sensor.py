@@ -114,9 +114,15 @@ def test_ten_thousand_files_give_one_run(instance, tmp_path):
     for i in range(10_000):
         (raw / f"item_{i:016x}.json").write_text("{}")
     result = evaluate(instance, raw)
-    assert len(result.run_requests) == 1
-    assert result.run_requests[0].tags["rag/batch_items"] == "10000"
+    # A cold start: a small first batch, so the first vectors are stored within seconds...
+    assert [r.tags["rag/batch_items"] for r in result.run_requests] == ["8"]
     assert len(instance.get_dynamic_partitions("items")) == 10_000
+    # ...and everything else in ONE run on the next tick.
+    rest = evaluate(instance, raw, result.cursor)
+    assert [r.tags["rag/batch_items"] for r in rest.run_requests] == ["9992"]
+    order = instance.get_dynamic_partitions("items")
+    assert rest.run_requests[0].tags[RANGE_START] == order[8]
+    assert rest.run_requests[0].tags[RANGE_END] == order[-1]
 
 
 def test_batch_mode_waits_for_the_crawl_then_takes_everything(instance, tmp_path):
@@ -130,6 +136,13 @@ def test_batch_mode_waits_for_the_crawl_then_takes_everything(instance, tmp_path
     instance.report_run_failed(crawl)
     go = evaluate(instance, raw, waiting.cursor, sensor=batch_sensor)
     assert [r.tags["rag/batch_items"] for r in go.run_requests] == ["3"]
+    # Batch mode has no cold-start cap: everything after the crawl goes in one run.
+    many = [write_page(raw, f"http://site.test/m{i}", f"M{i}", "<p>m</p>") for i in range(20)]
+    crawl2 = add_run(instance, dg.DagsterRunStatus.STARTED, lane="crawl")
+    held = evaluate(instance, raw, go.cursor, sensor=batch_sensor)
+    instance.report_run_failed(crawl2)
+    final = evaluate(instance, raw, held.cursor, sensor=batch_sensor)
+    assert [r.tags["rag/batch_items"] for r in final.run_requests] == [str(len(many))]
 
 
 def test_rewritten_file_is_requested_again_and_moved_to_the_end(instance, tmp_path):

@@ -24,6 +24,7 @@ import pytest
 
 from rag_assets.definitions import build_definitions
 from rag_assets.ingest import chunks, documents, embeddings, raw_items
+from rag_core.instance import open_instance
 from tests.helpers import paragraphs, settings_for, write_page
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,7 +168,7 @@ def ingested(tmp_path):
     home = settings.dagster_home
     home.mkdir(parents=True)
     (home / "dagster.yaml").symlink_to(ROOT / "dagster.yaml")
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with open_instance(home) as instance:
         instance.add_dynamic_partitions("items", [*keys, pending])
         result = dg.materialize(
             INGEST,
