@@ -33,6 +33,20 @@ dev: venv
 env-example: venv
 	$(BIN)/rag env-example > env.example
 
+## Benchmarks (bench/README.md): the platform against a plain script, streaming against
+## batch, memory and scale. Writes bench/RESULTS.md and bench/overlap.png; takes a while.
+## `make bench N=100` for a smaller site, `make bench SCALE=1` adds the N=5000 run (P5).
+N ?= 500
+SCALE ?= 0
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench: venv $(BENCH_STAMP)
+	$(BIN)/python -m bench --n $(N) $(if $(filter 1 true yes,$(SCALE)),--scale,)
+
 ## Remove everything ingested (item files, DuckDB, the Dagster instance, logs).
 clean-data:
 	rm -rf data/raw data/rag.duckdb data/rag.duckdb.wal data/dagster_home data/crawl data/logs
