@@ -66,3 +66,9 @@ def test_env_example_lists_every_variable_with_its_default():
     text = env_example()
     for var in VARIABLES:
         assert f"\n{var.name}={var.default}\n" in f"\n{text}"
+
+
+def test_env_example_file_is_up_to_date():
+    from rag_core.settings import PROJECT_ROOT
+
+    assert (PROJECT_ROOT / "env.example").read_text() == env_example(), "run: make env-example"
