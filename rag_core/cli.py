@@ -48,6 +48,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
         BIN,
         RunFailedError,
         Services,
+        forget_daemon,
         prepare_instance,
         start_embedding_server,
         wait_for_embedding_server,
@@ -83,6 +84,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
         return 0
     finally:
         services.stop()
+        forget_daemon(settings.dagster_home)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

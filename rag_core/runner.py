@@ -315,7 +315,15 @@ def run_pipeline(settings: Settings, reporter: Reporter | None = None) -> dict:
     finally:
         reporter.done()
         services.stop()
+        forget_daemon(home)
     return summary
+
+
+def forget_daemon(home: Path) -> None:
+    """Clear the heartbeats of the daemon this session stopped, so the next session on this
+    instance does not take it for one still running."""
+    with open_instance(home) as instance:
+        instance.wipe_daemon_heartbeats()
 
 
 def _materialized_since(instance, since_ts: float) -> set[str]:

@@ -77,3 +77,16 @@ def test_progress_prints_a_plain_line_per_change_when_not_a_terminal(tmp_path):
     ]
     rows = timeline.read_text().splitlines()
     assert rows[0].startswith("epoch,elapsed,files") and len(rows) == 4
+
+
+def test_a_stopped_session_leaves_no_heartbeat_behind(tmp_path):
+    from dagster._daemon.types import DaemonHeartbeat
+
+    from rag_core.runner import forget_daemon
+
+    home = tmp_path / "home"
+    home.mkdir()
+    with open_instance(home) as instance:
+        instance.add_daemon_heartbeat(DaemonHeartbeat(time.time(), "SENSOR", None, None))
+    forget_daemon(home)
+    assert fail_orphaned_runs(home) == []  # no "another daemon is running" any more
