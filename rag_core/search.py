@@ -14,6 +14,8 @@ FROM embeddings e
 JOIN chunks c USING (chunk_id)
 JOIN documents d ON d.item_id = c.item_id
 WHERE e.model = $model
+-- The same page under two URLs (/ and /index.html) is stored twice; show it once.
+QUALIFY row_number() OVER (PARTITION BY d.content_hash, c.chunk_index ORDER BY d.url) = 1
 ORDER BY score DESC, c.chunk_id
 LIMIT $k
 """

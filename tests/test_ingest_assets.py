@@ -233,3 +233,21 @@ def test_asset_checks_catch_missing_wrong_and_non_finite_vectors(site, tmp_path)
         duckdb=db, embedder=SentenceTransformerEmbedder(model=str(wide))
     )
     assert not other.passed and other.metadata["vectors_with_other_dimension"].value > 0
+
+
+def test_search_shows_a_page_stored_under_two_urls_once(tmp_path):
+    from rag_core.search import search
+
+    settings = settings_for(tmp_path / "data", EMBEDDING_SERVER="false")
+    body = paragraphs("rotating the signing keys", 2)
+    keys = [
+        write_page(settings.raw_dir, "http://docs.test/", "Home", body),
+        write_page(settings.raw_dir, "http://docs.test/index.html", "Home", body),
+        write_page(settings.raw_dir, "http://docs.test/other", "Other", paragraphs("billing", 2)),
+    ]
+    with dg.instance_for_test() as instance:
+        materialize(instance, settings, keys)
+    hits = search(settings, "rotating the signing keys", 3)
+    assert len({(h.text, h.title) for h in hits}) == len(hits)
+    assert sum(1 for h in hits if h.title == "Home") == 1
+    assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
