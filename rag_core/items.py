@@ -65,6 +65,29 @@ def key_from_file_name(name: str) -> str | None:
     return match.group(1) if match else None
 
 
+def scan_item_files(folder: Path) -> list[tuple[str, int]]:
+    """(key, mtime_ns) of every item file in ``folder``, oldest first: one listing, no reads.
+
+    Temp files of writes in progress do not match the item pattern and are skipped.
+    """
+    found: list[tuple[str, int]] = []
+    try:
+        entries = os.scandir(folder)
+    except FileNotFoundError:
+        return found
+    with entries:
+        for entry in entries:
+            key = key_from_file_name(entry.name)
+            if key is None:
+                continue
+            try:
+                found.append((key, entry.stat().st_mtime_ns))
+            except FileNotFoundError:  # replaced between listing and stat
+                continue
+    found.sort(key=lambda pair: (pair[1], pair[0]))
+    return found
+
+
 def write_item_atomically(item: CrawledItem, raw_dir: Path) -> Path:
     """Write ``item`` to ``raw_dir/item_<key>.json`` via a temp file and a rename.
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag_core.instance import open_instance
+from rag_core.items import scan_item_files
 from rag_core.prune import read_removals
 from rag_core.settings import PROJECT_ROOT, Settings, child_environment
 from rag_core.status import store_counts
@@ -349,11 +350,11 @@ def _awaiting_ingestion(settings: Settings, instance, since_ts: float) -> set[st
     import dagster as dg
 
     ever = set(instance.get_materialized_partitions(dg.AssetKey("embeddings")))
-    waiting = set()
-    for path in settings.raw_dir.glob("item_*.json"):
-        key = path.stem.removeprefix("item_")
-        if key not in ever or path.stat().st_mtime >= since_ts:
-            waiting.add(key)
+    since_ns = since_ts * 1e9
+    waiting = {
+        key for key, mtime_ns in scan_item_files(settings.raw_dir)
+        if key not in ever or mtime_ns >= since_ns
+    }  # fmt: skip
     return waiting - _materialized_since(instance, since_ts)
 
 
@@ -409,8 +410,10 @@ def _watch(settings, home, crawl_run_id, started_at, wall_start, services, repor
         final_failures = sum(_failed_runs(ingest, time.time()), [])
         crawl_status = crawl.status.value
     counts = store_counts(settings.raw_dir, settings.duckdb_path).as_dict()
-    mtimes = [p.stat().st_mtime for p in settings.raw_dir.glob("item_*.json")]
-    new_mtimes = [m for m in mtimes if m >= wall_start]
+    new_mtimes = [
+        mtime_ns / 1e9 for _, mtime_ns in scan_item_files(settings.raw_dir)
+        if mtime_ns / 1e9 >= wall_start
+    ]  # fmt: skip
     first_file = min(new_mtimes) if new_mtimes else None
     return {
         **counts,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rag_core import store
 from rag_core.instance import open_instance
-from rag_core.items import key_from_file_name
+from rag_core.items import scan_item_files
 
 
 @dataclass(frozen=True)
@@ -26,14 +26,8 @@ class StoreCounts:
 
 
 def item_keys_on_disk(raw_dir: Path) -> list[str]:
-    """Partition keys of every item file in ``raw_dir``."""
-    if not raw_dir.is_dir():
-        return []
-    return [
-        key
-        for name in sorted(p.name for p in raw_dir.iterdir())
-        if (key := key_from_file_name(name))
-    ]
+    """Partition keys of every item file in ``raw_dir``, sorted."""
+    return sorted(key for key, _ in scan_item_files(raw_dir))
 
 
 def table_counts(db_path: Path, timeout_s: float = 30.0) -> dict[str, int]:

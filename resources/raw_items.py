@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
 
-from rag_core.items import CrawledItem, item_file_name, key_from_file_name, read_item_file
+from rag_core.items import CrawledItem, item_file_name, read_item_file, scan_item_files
 
 
 class RawItemStore(dg.ConfigurableResource):
@@ -29,19 +28,4 @@ class RawItemStore(dg.ConfigurableResource):
 
     def scan(self) -> list[tuple[str, int]]:
         """(key, mtime_ns) of every item file, oldest first: one directory listing, no reads."""
-        found: list[tuple[str, int]] = []
-        try:
-            entries = os.scandir(self.folder)
-        except FileNotFoundError:
-            return found
-        with entries:
-            for entry in entries:
-                key = key_from_file_name(entry.name)
-                if key is None:
-                    continue
-                try:
-                    found.append((key, entry.stat().st_mtime_ns))
-                except FileNotFoundError:  # replaced between listing and stat
-                    continue
-        found.sort(key=lambda pair: (pair[1], pair[0]))
-        return found
+        return scan_item_files(self.folder)

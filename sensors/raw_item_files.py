@@ -167,13 +167,13 @@ def evaluate_files(
     pending = [k for k in dict.fromkeys(cursor.pending + touched) if k in known_set]
     cursor.advance(files)
     scan_s = time.monotonic() - started
-    if not pending and not prune.read_removals(raw_store.folder):
+    removals = prune.read_removals(raw_store.folder)
+    if not pending and not removals:
         return dg.SensorResult(
             skip_reason=f"no new or changed item files ({len(known_set)} known, {scan_s:.2f} s)",
             cursor=cursor.dump(),
         )
     blocker = blocking_run(instance, mode)
-    removals = prune.read_removals(raw_store.folder)
     if removals and not blocker:
         # Removal first (it is quick); the waiting items go in the run after it.
         cursor.pending = pending
