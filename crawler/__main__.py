@@ -19,7 +19,9 @@ from scrapy.crawler import CrawlerProcess
 from scrapy.settings import Settings
 
 from crawler.content import canonical_http_url
+from crawler.middlewares import STAT_REFUSED, STAT_REFUSED_URLS
 from crawler.spiders.site import STAT_GONE, SiteSpider
+from rag_core.redact import install_masking, mask_value
 
 logger = logging.getLogger("crawler.cli")
 
@@ -83,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="CONCURRENT_REQUESTS and CONCURRENT_REQUESTS_PER_DOMAIN",
     )
+    add(
+        "--allow-private-networks",
+        action="store_true",
+        help="ALLOW_PRIVATE_NETWORKS: accept responses from internal addresses",
+    )
+    add("--max-download-bytes", type=int, metavar="N", help="DOWNLOAD_MAXSIZE (warn at N/4)")
+    add("--max-links-per-page", type=int, metavar="N", help="MAX_LINKS_PER_PAGE")
+    add("--max-url-length", type=int, metavar="N", help="URLLENGTH_LIMIT")
     add("--log-level", metavar="LEVEL", help="LOG_LEVEL (default INFO)")
     add("--stats-file", metavar="PATH", help="write the final crawl stats here as JSON")
     return parser
@@ -103,6 +113,9 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             parser.error(f"--{name.replace('_', '-')} must be >= 0")
     if args.concurrency is not None and args.concurrency < 1:
         parser.error("--concurrency must be >= 1")
+    for name in ("max_download_bytes", "max_links_per_page", "max_url_length"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
 
 
 def build_settings(args: argparse.Namespace) -> Settings:
@@ -128,6 +141,15 @@ def build_settings(args: argparse.Namespace) -> Settings:
         overrides["CONCURRENT_REQUESTS_PER_DOMAIN"] = args.concurrency
     if args.log_level:
         overrides["LOG_LEVEL"] = args.log_level.upper()
+    if args.allow_private_networks:
+        overrides["ALLOW_PRIVATE_NETWORKS"] = True
+    if args.max_download_bytes:
+        overrides["DOWNLOAD_MAXSIZE"] = args.max_download_bytes
+        overrides["DOWNLOAD_WARNSIZE"] = max(1, args.max_download_bytes // 4)
+    if args.max_links_per_page:
+        overrides["MAX_LINKS_PER_PAGE"] = args.max_links_per_page
+    if args.max_url_length:
+        overrides["URLLENGTH_LIMIT"] = args.max_url_length
     settings.setdict(overrides, priority="cmdline")
     return settings
 
@@ -141,6 +163,8 @@ def summarise(stats: dict[str, Any], elapsed: float) -> dict[str, Any]:
         "items_unchanged": stats.get("rag/items_unchanged", 0),
         "pages_crawled": pages,
         "gone_urls": list(stats.get(STAT_GONE) or []),
+        "refused_internal_address": stats.get(STAT_REFUSED, 0),
+        "refused_urls": list(stats.get(STAT_REFUSED_URLS) or []),
         "finish_reason": stats.get("finish_reason"),
         "elapsed_seconds": round(stats.get("elapsed_time_seconds", elapsed), 3),
     }
@@ -176,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = build_settings(args)
     # CrawlerProcess installs a root log handler on stderr, which the Dagster asset streams.
     process = CrawlerProcess(settings)
+    # Start URLs may carry user:password@; no log line may show it.
+    install_masking()
     crawler = process.create_crawler(SiteSpider)
     started = time.monotonic()
     process.crawl(
@@ -188,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     process.start()
     summary = summarise(crawler.stats.get_stats(), time.monotonic() - started)
     if args.stats_file:
-        write_stats_file(Path(args.stats_file), summary)
+        write_stats_file(Path(args.stats_file), mask_value(summary))
     reason = summary["finish_reason"]
     ok = reason in SUCCESS_REASONS
     logger.log(

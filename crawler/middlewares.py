@@ -1,4 +1,5 @@
-"""Downloader middleware that never lets a redirect leave the spider's allowed domains or loop."""
+"""Downloader middlewares: redirects stay inside the crawl and never loop; internal addresses
+are refused (crawler/policy.py says what is refused and why)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from scrapy.exceptions import IgnoreRequest
 from w3lib.url import safe_url_string
 
 from crawler.content import canonical_http_url, host_regex
+from crawler.policy import AddressGuard
+from rag_core.redact import mask_secrets
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -48,7 +51,11 @@ class OffsiteRedirectMiddleware:
         return cls(crawler)
 
     def host_allowed(self, url: str) -> bool:
-        """True if ``url``'s host is an allowed domain (or any host when none are set)."""
+        """True if ``url`` is inside the crawl: the spider's UrlPolicy when it has one (origins
+        of the start URLs, or ALLOWED_DOMAINS), else its allowed domains' host names."""
+        policy = getattr(self.crawler.spider, "url_policy", None)
+        if policy is not None:
+            return policy.allows(url)
         domains = tuple(getattr(self.crawler.spider, "allowed_domains", None) or ())
         if domains != self._domains:
             self._domains, self._regex = domains, host_regex(domains)
@@ -89,3 +96,56 @@ class OffsiteRedirectMiddleware:
         self.crawler.stats.inc_value(STAT_DROPPED)
         logger.info("Dropped off-site redirect %s -> %s", source, target)
         raise IgnoreRequest(f"Off-site redirect to {target}")
+
+
+STAT_REFUSED = "rag/refused_internal_address"
+STAT_REFUSED_URLS = "rag/refused_urls"
+MAX_REFUSED_LISTED = 200
+
+
+class InternalAddressMiddleware:
+    """Refuse every response whose connected address is internal (see crawler/policy.py).
+
+    At 950 its ``process_response`` runs before every stock middleware's (redirects, retries,
+    decompression): a 3xx from an internal address is refused, not followed. The request
+    has reached the server by then, but nothing it answered is kept, parsed or followed.
+    Refusals are counted in ``rag/refused_internal_address`` and listed (up to 200) in
+    ``rag/refused_urls`` of the crawl's stats, which ``rag status --errors`` shows.
+    """
+
+    def __init__(self, crawler: Crawler):
+        self.crawler = crawler
+        self.guard: AddressGuard | None = None
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> InternalAddressMiddleware:
+        """Standard Scrapy factory."""
+        return cls(crawler)
+
+    def _guard(self) -> AddressGuard:
+        if self.guard is None:
+            spider = self.crawler.spider
+            self.guard = AddressGuard(
+                getattr(spider, "start_urls", []) or [],
+                self.crawler.settings.getbool("ALLOW_PRIVATE_NETWORKS"),
+            )
+        return self.guard
+
+    def process_response(self, request: Request, response: Response) -> Response:
+        """Pass the response on, or refuse it when it came from an internal address."""
+        address = getattr(response, "ip_address", None)
+        if not self._guard().refuses(address, response.url):
+            return response
+        stats = self.crawler.stats
+        stats.inc_value(STAT_REFUSED)
+        listed = list(stats.get_value(STAT_REFUSED_URLS) or [])
+        if len(listed) < MAX_REFUSED_LISTED:
+            listed.append(f"{mask_secrets(response.url)} (connected to {address})")
+            stats.set_value(STAT_REFUSED_URLS, listed)
+        logger.warning(
+            "Refused %s: it was served from the internal address %s "
+            "(set ALLOW_PRIVATE_NETWORKS=true to allow)",
+            response.url,
+            address,
+        )
+        raise IgnoreRequest(f"internal address {address}")

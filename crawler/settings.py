@@ -30,14 +30,27 @@ REDIRECT_MAX_TIMES = 10
 
 TELNETCONSOLE_ENABLED = False
 
-# Large enough for any real HTML page, finite so a runaway response cannot exhaust memory.
-DOWNLOAD_MAXSIZE = 64 * 1024 * 1024
-DOWNLOAD_WARNSIZE = 16 * 1024 * 1024
+# Larger than any real HTML page, small enough that a hostile response cannot exhaust memory:
+# a larger one is not downloaded (with a Content-Length, not even started); the CLI sets it
+# from CRAWL_MAX_DOWNLOAD_BYTES and the warning size to a quarter of that. Decompressed
+# bodies are held to the same limits (HttpCompressionMiddleware).
+DOWNLOAD_MAXSIZE = 8 * 1024 * 1024
+DOWNLOAD_WARNSIZE = 2 * 1024 * 1024
+
+# Links taken from one page (to follow and to store) and the longest URL followed or stored.
+MAX_LINKS_PER_PAGE = 2000
+URLLENGTH_LIMIT = 2083
+
+# Responses from private/loopback/link-local/reserved addresses are refused unless the
+# start URL itself is on that address and port; True lifts the refusal (crawler/policy.py).
+ALLOW_PRIVATE_NETWORKS = False
 
 # 650: its process_response sees a 3xx before RedirectMiddleware (600) follows it; see
 # crawler/middlewares.py for why Scrapy's own OffsiteMiddleware is not enough.
+# 950: InternalAddressMiddleware sees every response first, before redirects are followed.
 DOWNLOADER_MIDDLEWARES = {
     "crawler.middlewares.OffsiteRedirectMiddleware": 650,
+    "crawler.middlewares.InternalAddressMiddleware": 950,
 }
 
 ITEM_PIPELINES = {"crawler.pipelines.StreamingStoragePipeline": 300}

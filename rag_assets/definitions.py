@@ -10,6 +10,7 @@ from rag_assets.graph import graph_pages
 from rag_assets.ingest import chunks, documents, embeddings, raw_items
 from rag_assets.jobs import build_ingest_job, crawl_job, graph_catch_up_job, prune_job
 from rag_assets.prune import build_removed_pages
+from rag_core.redact import mask_secrets
 from rag_core.settings import Settings, load_settings
 from resources.chunker import TokenChunker
 from resources.duckdb_store import DuckDBStore
@@ -35,7 +36,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "crawler": ScrapyCrawler(
             raw_dir=str(settings.raw_dir),
             state_dir=str(settings.crawl_state_dir),
-            start_urls=list(settings.start_urls),
+            # Masked: resource config is stored in snapshots and shown in the UI.
+            start_urls=[mask_secrets(url) for url in settings.start_urls],
             allowed_domains=list(settings.allowed_domains),
             max_pages=settings.closespider_pagecount,
             depth_limit=settings.crawl_depth_limit,
@@ -47,6 +49,10 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             log_level=settings.log_level,
             demo_site_port=settings.demo_site_port,
             prune_removed=settings.prune_removed,
+            allow_private_networks=settings.allow_private_networks,
+            max_download_bytes=settings.crawl_max_download_bytes,
+            max_links_per_page=settings.crawl_max_links_per_page,
+            max_url_length=settings.crawl_max_url_length,
         ),
     }
 

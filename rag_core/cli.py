@@ -10,7 +10,9 @@ from rag_core.settings import SettingsError, apply_overrides, env_example, load_
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from rag_core.redact import mask_secrets
     from rag_core.runner import Reporter, RunFailedError, run_pipeline
+    from rag_core.session import SessionInterruptedError
 
     overrides = {}
     if args.mode:
@@ -20,12 +22,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.max_pages is not None:
         overrides["CLOSESPIDER_PAGECOUNT"] = str(args.max_pages)
     settings = apply_overrides(overrides)
-    print(f"rag run: mode={settings.pipeline_mode}, data in {settings.data_dir}")
+    print(f"rag run: mode={settings.pipeline_mode}, data in {settings.data_dir}", flush=True)
     try:
         summary = run_pipeline(settings, Reporter(timeline=args.timeline))
     except RunFailedError as exc:
-        print(f"rag run failed: {exc}", file=sys.stderr)
+        print(f"rag run failed: {mask_secrets(str(exc))}", file=sys.stderr)
         return 1
+    except SessionInterruptedError as exc:
+        print(f"rag run: {exc}; every process of the session stopped", file=sys.stderr)
+        return 128 + exc.signum
+    except KeyboardInterrupt:
+        print("rag run: interrupted; every process of the session stopped", file=sys.stderr)
+        return 130
     print("Summary:")
     for key, value in summary.items():
         print(f"  {key}: {value}")
@@ -47,55 +55,69 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     from rag_core.runner import (
         BIN,
         RunFailedError,
-        Services,
         forget_daemon,
         prepare_instance,
+        session,
         start_embedding_server,
         wait_for_embedding_server,
     )
-    from rag_core.settings import PROJECT_ROOT, child_environment
+    from rag_core.session import SessionInterruptedError
+    from rag_core.settings import PROJECT_ROOT, TOKEN_ENV, child_environment, new_token
 
     settings = load_settings()
     try:
-        prepare_instance(settings)
+        with session(settings, "rag dev") as services:
+            prepare_instance(settings)
+            overrides = {}
+            try:
+                if settings.embedding_server and not settings.embedding_server_url:
+                    token = new_token()
+                    url = start_embedding_server(settings, services, token)
+                    wait_for_embedding_server(url, services, token)
+                    overrides.update({"EMBEDDING_SERVER_URL": url, TOKEN_ENV: token})
+                    print(f"warm embedding model at {url}")
+                cmd = [
+                    str(BIN / "dagster"),
+                    "dev",
+                    "-w",
+                    "workspace.yaml",
+                    # 127.0.0.1 unless asked: the UI has no authentication of its own.
+                    "-h",
+                    args.host,
+                    "-p",
+                    str(args.port),
+                ]
+                env = services.environment(child_environment(settings, **overrides))
+                # In the foreground, on this terminal; on a signal the session stops it and
+                # everything it started (they carry the session's id in their environment).
+                return subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env).wait()
+            finally:
+                services.stop()
+                forget_daemon(settings.dagster_home)
     except RunFailedError as exc:
         print(f"rag dev: {exc}", file=sys.stderr)
         return 1
-    services = Services(settings.data_dir / "logs")
-    overrides = {}
-    try:
-        if settings.embedding_server and not settings.embedding_server_url:
-            url = start_embedding_server(settings, services)
-            wait_for_embedding_server(url, services)
-            overrides["EMBEDDING_SERVER_URL"] = url
-            print(f"warm embedding model at {url}")
-        cmd = [
-            str(BIN / "dagster"),
-            "dev",
-            "-w",
-            "workspace.yaml",
-            "-h",
-            args.host,
-            "-p",
-            str(args.port),
-        ]
-        return subprocess.call(cmd, cwd=PROJECT_ROOT, env=child_environment(settings, **overrides))
+    except SessionInterruptedError as exc:
+        print(f"rag dev: {exc}; every process of the session stopped", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         return 0
-    finally:
-        services.stop()
-        forget_daemon(settings.dagster_home)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from rag_core.status import dagster_status, recent_errors, store_counts
+    from rag_core.redact import mask_value
+    from rag_core.status import crawl_refusals, dagster_status, recent_errors, store_counts
 
     settings = load_settings()
     counts = store_counts(settings.raw_dir, settings.duckdb_path)
     errors = recent_errors(settings.duckdb_path) if args.errors else None
+    refused = crawl_refusals(settings.crawl_state_dir) if args.errors else None
     report = {"counts": counts.as_dict(), "dagster": dagster_status(settings.dagster_home)}
     if errors is not None:
         report["errors"] = errors
+        report["crawl_refused"] = refused
+    report = mask_value(report)
+    errors = report.get("errors")
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0
@@ -116,6 +138,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
             print("No errors recorded.")
         for err in errors:
             print(f"{err['item_id']}  {err['stage']:<10} {err['url'] or '-'}\n    {err['error']}")
+        refused = report["crawl_refused"]
+        if refused["count"]:
+            print(
+                f"The last crawl refused {refused['count']} response(s) from internal addresses "
+                "(ALLOW_PRIVATE_NETWORKS=true allows them):"
+            )
+            for url in refused["urls"]:
+                print(f"  refused  {url}")
     return 0
 
 

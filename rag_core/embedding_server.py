@@ -4,13 +4,23 @@ Every Dagster run is a new process; loading torch and the model costs ~7 s per r
 (DESIGN.md). ``rag run`` (and ``make dev``) start this server once, and the
 embedder resource sends it batches of texts. Vectors are identical to in-process
 encoding: the same model, dtype and code path (``embedding.encode``).
+
+Any local process can reach a port on 127.0.0.1, so the server refuses abuse: every request
+needs the session's random token (``Authorization: Bearer``); bodies, text counts and text
+lengths are capped; a bad request gets a 400 naming what is wrong; connections and
+encoding jobs wait in bounded queues (503 + Retry-After when full), served in arrival
+order, so no client can hold the model for long or starve the others.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 import json
 import logging
+import queue
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from rag_core import embedding
+from rag_core.settings import TOKEN_ENV, secret
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +38,74 @@ class EmbeddingServerError(RuntimeError):
     """The server could not be reached or refused the request."""
 
 
+# Limits. A chunk is ~224 tokens (~1-2 KB); the client splits larger inputs to fit.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_TEXTS = 256
+MAX_TEXT_CHARS = 100_000
+MAX_BATCH_SIZE = 1024
+MAX_CONNECTIONS = 32  # handled at once; more are answered 503 at once
+QUEUE_SIZE = 8  # encoding jobs waiting behind the one running; more are answered 503
+READ_TIMEOUT_S = 10.0  # a client that stops sending mid-request is dropped after this
+JOB_TIMEOUT_S = 300.0
+
+
+class _Job:
+    """One request's texts waiting for (or holding) the model."""
+
+    def __init__(self, texts: list[str], batch_size: int):
+        self.texts, self.batch_size = texts, batch_size
+        self.done = threading.Event()
+        self.vectors: np.ndarray | None = None
+        self.error: str | None = None
+
+
+class BadRequestError(ValueError):
+    """The request is malformed; the message says how (sent back with a 400)."""
+
+
+def parse_request(body: bytes) -> dict:
+    """The validated fields of an /embed request body; BadRequestError names what is wrong."""
+    try:
+        request = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"the body is not JSON ({exc})") from None
+    if not isinstance(request, dict):
+        raise BadRequestError(f"the body must be a JSON object, not {type(request).__name__}")
+    texts = request.get("texts")
+    if not isinstance(texts, list):
+        raise BadRequestError("'texts' must be a list of strings")
+    if len(texts) > MAX_TEXTS:
+        raise BadRequestError(f"'texts' holds {len(texts)} texts; at most {MAX_TEXTS} per request")
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise BadRequestError(f"texts[{index}] is a {type(text).__name__}, not a string")
+        if len(text) > MAX_TEXT_CHARS:
+            raise BadRequestError(
+                f"texts[{index}] has {len(text)} characters; at most {MAX_TEXT_CHARS}"
+            )
+    batch_size = request.get("batch_size", 64)
+    # bool is an int in Python: refuse it explicitly.
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise BadRequestError("'batch_size' must be a whole number")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise BadRequestError(f"'batch_size' must be between 1 and {MAX_BATCH_SIZE}")
+    for name in ("model", "dtype"):
+        if not isinstance(request.get(name), str):
+            raise BadRequestError(f"'{name}' must be a string")
+    return {
+        "texts": texts,
+        "batch_size": batch_size,
+        "model": request["model"],
+        "dtype": request["dtype"],
+    }
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _EmbeddingHTTPServer
+    timeout = READ_TIMEOUT_S  # socket timeout: a stalled client cannot hold a thread
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        # The request line only; headers (which carry the token) are never logged.
         log.debug(format, *args)
 
     def _reply(self, code: int, body: bytes, content_type: str, headers: dict | None = None):
@@ -42,32 +117,91 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _json(self, code: int, payload: dict) -> None:
-        self._reply(code, json.dumps(payload).encode(), "application/json")
+    def _json(self, code: int, payload: dict, headers: dict | None = None) -> None:
+        self._reply(code, json.dumps(payload).encode(), "application/json", headers)
+
+    def _authorised(self) -> bool:
+        given = self.headers.get("Authorization", "")
+        expected = f"Bearer {self.server.token}"
+        if hmac.compare_digest(given.encode("latin-1", "replace"), expected.encode()):
+            return True
+        self.close_connection = True
+        self._drain()
+        self._json(401, {"error": "missing or wrong token (Authorization: Bearer ...)"})
+        return False
+
+    def _drain(self, limit: int = 65536) -> None:
+        """Read a small unread body before answering: closing a socket with unread data
+        resets the connection, and the client would lose the answer."""
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            return
+        if 0 < length <= limit:
+            with contextlib.suppress(OSError):
+                self.rfile.read(length)
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        if not self._authorised():
+            return
         if self.path != "/health":
             self._json(404, {"error": "unknown path"})
             return
         self._json(200, self.server.describe())
 
+    def _read_body(self) -> bytes | None:
+        """The request body, or None after answering why it is not accepted."""
+        self.close_connection = True  # one request per connection: nothing left unread
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            self._json(411, {"error": "a Content-Length header is required"})
+            return None
+        try:
+            length = int(raw)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self._json(400, {"error": f"Content-Length {raw[:40]!r} is not a byte count"})
+            return None
+        if length > MAX_BODY_BYTES:
+            self._json(413, {"error": f"the body exceeds {MAX_BODY_BYTES} bytes"})
+            return None
+        body = self.rfile.read(length)
+        if len(body) < length:
+            return None  # the client went away mid-body: nobody to answer
+        return body
+
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        if not self._authorised():
+            return
         if self.path != "/embed":
+            self.close_connection = True
+            self._drain()
             self._json(404, {"error": "unknown path"})
             return
+        body = self._read_body()
+        if body is None:
+            return
         try:
-            length = int(self.headers.get("Content-Length", "0"))
-            request = json.loads(self.rfile.read(length))
-            texts = request["texts"]
-        except (ValueError, KeyError) as exc:
+            request = parse_request(body)
+        except BadRequestError as exc:
             self._json(400, {"error": f"bad request: {exc}"})
             return
         described = self.server.describe()
-        if (request.get("model"), request.get("dtype")) != (described["model"], described["dtype"]):
+        if (request["model"], request["dtype"]) != (described["model"], described["dtype"]):
             # A run configured for another model must not get this model's vectors.
             self._json(409, {"error": "model mismatch", **described})
             return
-        vectors = self.server.encode(texts, int(request.get("batch_size", 64)))
+        job = _Job(request["texts"], request["batch_size"])
+        try:
+            self.server.jobs.put_nowait(job)
+        except queue.Full:
+            self._json(503, {"error": "busy: too many requests queued"}, {"Retry-After": "1"})
+            return
+        if not job.done.wait(JOB_TIMEOUT_S) or job.vectors is None:
+            self._json(500, {"error": f"encoding failed: {job.error or 'timed out'}"})
+            return
+        vectors = job.vectors
         self._reply(
             200,
             vectors.astype("<f4").tobytes(),
@@ -78,15 +212,58 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _EmbeddingHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 64  # listen backlog
 
-    def __init__(self, address: tuple[str, int], model_name: str, dtype: str, threads: int):
+    def __init__(
+        self, address: tuple[str, int], model_name: str, dtype: str, threads: int, token: str
+    ):
+        if not token:
+            raise ValueError(f"the embedding server needs a token ({TOKEN_ENV})")
         super().__init__(address, _Handler)
+        self.token = token
         self.model_name = embedding.resolve_model(model_name).name
         self.dtype = dtype
         self.model = embedding.load_model(model_name, dtype, threads)
-        # One encode at a time: torch already uses every core for one batch.
-        self._lock = threading.Lock()
         self.encoded = 0
+        self.connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        # One encode at a time (torch already uses every core for one batch), in arrival
+        # order: a bounded FIFO served by one worker thread.
+        self.jobs: queue.Queue[_Job] = queue.Queue(maxsize=QUEUE_SIZE)
+        threading.Thread(target=self._encode_forever, daemon=True, name="encoder").start()
+
+    def _encode_forever(self) -> None:
+        while True:
+            job = self.jobs.get()
+            try:
+                job.vectors = embedding.encode(self.model, job.texts, job.batch_size)
+                self.encoded += len(job.texts)
+            except Exception as exc:  # noqa: BLE001 - reported to the client, server goes on
+                log.exception("encoding failed")
+                job.error = f"{type(exc).__name__}: {exc}"[:300]
+            finally:
+                job.done.set()
+
+    def process_request(self, request, client_address) -> None:
+        if not self.connections.acquire(blocking=False):
+            # Too many connections at once: answer without a thread, and close.
+            with contextlib.suppress(OSError):
+                request.sendall(
+                    b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 1\r\n"
+                    b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.connections.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.connections.release()
 
     def describe(self) -> dict:
         return {
@@ -96,48 +273,86 @@ class _EmbeddingHTTPServer(ThreadingHTTPServer):
             "encoded": self.encoded,
         }
 
-    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
-        with self._lock:
-            vectors = embedding.encode(self.model, texts, batch_size)
-            self.encoded += len(texts)
-        return vectors
 
-
-def serve(host: str, port: int, model_name: str, dtype: str, threads: int) -> _EmbeddingHTTPServer:
+def serve(
+    host: str, port: int, model_name: str, dtype: str, threads: int, token: str
+) -> _EmbeddingHTTPServer:
     """Load the model and bind the server (call ``serve_forever`` on the result)."""
-    return _EmbeddingHTTPServer((host, port), model_name, dtype, threads)
+    return _EmbeddingHTTPServer((host, port), model_name, dtype, threads, token)
 
 
-def health(url: str, timeout: float = 2.0) -> dict | None:
-    """The server's description, or None when nothing answers at ``url``."""
+def _headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def health(url: str, token: str, timeout: float = 2.0) -> dict | None:
+    """The server's description, or None when nothing (willing) answers at ``url``."""
+    request = urllib.request.Request(f"{url.rstrip('/')}/health", headers=_headers(token))
     try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
     except (OSError, ValueError):
         return None
 
 
+def _slices(texts: list[str]) -> list[list[str]]:
+    """``texts`` split into requests within the server's limits on count and body size."""
+    budget = MAX_BODY_BYTES // 2  # JSON escaping can double a text's bytes
+    slices: list[list[str]] = [[]]
+    size = 0
+    for text in texts:
+        cost = len(text.encode("utf-8", "replace")) * 2 + 8
+        if slices[-1] and (len(slices[-1]) >= MAX_TEXTS or size + cost > budget):
+            slices.append([])
+            size = 0
+        slices[-1].append(text)
+        size += cost
+    return slices
+
+
 def remote_encode(
-    url: str, texts: list[str], model: str, dtype: str, batch_size: int, timeout: float = 600.0
+    url: str,
+    texts: list[str],
+    model: str,
+    dtype: str,
+    batch_size: int,
+    token: str,
+    timeout: float = 600.0,
 ) -> np.ndarray:
     """Embed ``texts`` on the server at ``url``; raise EmbeddingServerError if it cannot."""
+    parts = [
+        _post(url, chunk, model, dtype, batch_size, token, timeout) for chunk in _slices(texts)
+    ]
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def _post(url, texts, model, dtype, batch_size, token, timeout) -> np.ndarray:
     body = json.dumps(
         {"texts": texts, "model": model, "dtype": dtype, "batch_size": batch_size}
     ).encode()
-    request = urllib.request.Request(
-        f"{url.rstrip('/')}/embed", data=body, headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            rows, dim = (int(n) for n in response.headers["X-Embedding-Shape"].split(","))
-            data = response.read()
-    except urllib.error.HTTPError as exc:
-        raise EmbeddingServerError(
-            f"embedding server at {url} refused: {exc.read()[:300]!r}"
-        ) from exc
-    except OSError as exc:
-        raise EmbeddingServerError(f"embedding server at {url} unreachable: {exc}") from exc
-    return np.frombuffer(data, dtype="<f4").reshape(rows, dim).astype(np.float32)
+    deadline = time.monotonic() + timeout
+    delay = 0.2
+    while True:
+        request = urllib.request.Request(
+            f"{url.rstrip('/')}/embed",
+            data=body,
+            headers={"Content-Type": "application/json", **_headers(token)},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                rows, dim = (int(n) for n in response.headers["X-Embedding-Shape"].split(","))
+                data = response.read()
+            return np.frombuffer(data, dtype="<f4").reshape(rows, dim).astype(np.float32)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 503 and time.monotonic() + delay < deadline:
+                time.sleep(delay)  # busy: wait for its turn
+                delay = min(delay * 2, 5.0)
+                continue
+            raise EmbeddingServerError(
+                f"embedding server at {url} refused ({exc.code}): {exc.read()[:300]!r}"
+            ) from exc
+        except OSError as exc:
+            raise EmbeddingServerError(f"embedding server at {url} unreachable: {exc}") from exc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,7 +367,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args(argv)
-    server = serve(args.host, args.port, args.model, args.dtype, args.threads)
+    # From the environment, never the command line (other users can read argv in ps).
+    token = secret(TOKEN_ENV)
+    if not token:
+        parser.error(f"set {TOKEN_ENV} to the token clients must send (rag run makes one)")
+    server = serve(args.host, args.port, args.model, args.dtype, args.threads, token)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     print(f"embedding server ready at http://{args.host}:{server.server_address[1]}", flush=True)
     try:

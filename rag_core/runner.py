@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +24,15 @@ from pathlib import Path
 from rag_core.instance import open_instance
 from rag_core.items import scan_item_files
 from rag_core.prune import read_removals
-from rag_core.settings import PROJECT_ROOT, Settings, child_environment
+from rag_core.redact import mask_secrets
+from rag_core.session import (
+    SESSION_ENV,
+    SessionLock,
+    SessionLockedError,
+    signals_raise,
+    stop_session_processes,
+)
+from rag_core.settings import PROJECT_ROOT, TOKEN_ENV, Settings, child_environment, new_token
 from rag_core.status import store_counts
 
 BIN = Path(sys.executable).parent
@@ -90,10 +100,15 @@ def fail_orphaned_runs(home: Path, heartbeat_age_s: float = 60.0) -> list[str]:
 
 @dataclass
 class Services:
-    """Background processes started for one ``rag run``, stopped together."""
+    """Background processes started for one session, stopped together with all they started."""
 
     log_dir: Path
+    session_id: str = ""
     processes: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+
+    def environment(self, env: dict[str, str]) -> dict[str, str]:
+        """``env`` marked with this session's id, so every descendant can be found again."""
+        return {**env, SESSION_ENV: self.session_id} if self.session_id else dict(env)
 
     def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -101,9 +116,11 @@ class Services:
         process = subprocess.Popen(
             cmd,
             cwd=PROJECT_ROOT,
-            env=env,
+            env=self.environment(env),
             stdout=log,
             stderr=subprocess.STDOUT,
+            # Own process group: Ctrl-C on the terminal reaches only `rag run`, which then
+            # stops the services in order instead of all of them dying at once.
             start_new_session=True,
         )
         self.processes.append((name, process))
@@ -116,19 +133,75 @@ class Services:
                     f"{name} exited with code {process.returncode}; see {self.log_dir / name}.log"
                 )
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """Stop every service's whole process group, then anything else of this session."""
         for _, process in reversed(self.processes):
-            if process.poll() is None:
-                process.terminate()
+            _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
         for _, process in reversed(self.processes):
             try:
-                process.wait(timeout=20)
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                process.kill()
+                pass
+            # The leader may be gone while members of its group (run workers) are not.
+            _signal_group(process, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+        if self.session_id:
+            # Processes that left the groups (a run worker in a session of its own).
+            stop_session_processes(self.session_id, timeout_s=10.0)
 
 
-def start_embedding_server(settings: Settings, services: Services) -> str:
-    """Start the warm embedding server for ``settings`` on a free port; return its URL."""
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)
+
+
+@contextlib.contextmanager
+def session(settings: Settings, command: str) -> Iterator[Services]:
+    """One session on ``settings.data_dir``: lock held, leftovers reaped, signals handled.
+
+    Raises RunFailedError at once if another live session holds the folder. SIGTERM and
+    SIGHUP raise SessionInterruptedError in the body; whatever ends the body, every process
+    the session started is stopped before the lock is released.
+    """
+    lock = SessionLock(settings.data_dir, command)
+    try:
+        lock.acquire()
+    except SessionLockedError as exc:
+        raise RunFailedError(str(exc)) from None
+    try:
+        reaped = lock.reap_previous()
+        if reaped:
+            print(f"Stopped {len(reaped)} process(es) left running by a killed earlier session")
+            # Their heartbeats are fresh but their daemon is gone: forget it, or the
+            # "another daemon" guard would refuse this session.
+            if (settings.dagster_home / "dagster.yaml").exists():
+                forget_daemon(settings.dagster_home)
+        services = Services(settings.data_dir / "logs", session_id=lock.session_id)
+        with signals_raise():
+            try:
+                yield services
+            finally:
+                # No signal may interrupt the clean-up itself.
+                previous = {
+                    sig: signal.signal(sig, signal.SIG_IGN)
+                    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+                }
+                try:
+                    services.stop()
+                finally:
+                    for sig, old in previous.items():
+                        signal.signal(sig, old)
+    finally:
+        lock.release()
+
+
+def start_embedding_server(settings: Settings, services: Services, token: str) -> str:
+    """Start the warm embedding server for ``settings`` on a free port; return its URL.
+
+    It accepts only requests carrying ``token``, handed over in its environment.
+    """
     port = free_port()
     services.start(
         "embedding-server",
@@ -137,19 +210,21 @@ def start_embedding_server(settings: Settings, services: Services) -> str:
             "--model", settings.embedding_model, "--dtype", settings.embedding_dtype,
             "--threads", str(settings.torch_num_threads),
         ],
-        child_environment(settings),
+        child_environment(settings, **{TOKEN_ENV: token}),
     )  # fmt: skip
     return f"http://127.0.0.1:{port}"
 
 
-def wait_for_embedding_server(url: str, services: Services, timeout_s: float = 180) -> dict:
+def wait_for_embedding_server(
+    url: str, services: Services, token: str, timeout_s: float = 180
+) -> dict:
     """Block until the server has loaded its model and answers."""
     from rag_core.embedding_server import health
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         services.check_alive()
-        described = health(url, timeout=1)
+        described = health(url, token, timeout=1)
         if described:
             return described
         time.sleep(0.2)
@@ -265,59 +340,72 @@ def _embedding_figures(instance, run_records) -> dict:
 
 
 def run_pipeline(settings: Settings, reporter: Reporter | None = None) -> dict:
-    """Crawl and ingest end to end; return the summary (raises RunFailedError on failure)."""
+    """Crawl and ingest end to end; return the summary (raises RunFailedError on failure).
+
+    Holds the data folder's session lock throughout; SIGTERM/SIGHUP raise
+    SessionInterruptedError after every process of the session has been stopped.
+    """
 
     reporter = reporter or Reporter()
     wall_start = time.time()
     started_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-    home = prepare_instance(settings)
-    services = Services(settings.data_dir / "logs")
-    overrides = {}
-    try:
-        with demo_site_if_needed(settings) as site_url:
-            if site_url:
-                print(f"Serving the demo site at {site_url}")
-            server_url = settings.embedding_server_url
-            if settings.embedding_server and not server_url:
-                server_url = start_embedding_server(settings, services)
-            if server_url:
-                overrides["EMBEDDING_SERVER_URL"] = server_url
-            env = child_environment(settings, **overrides)
-            services.start(
-                "dagster-daemon", [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env
-            )
-            if server_url and not settings.embedding_server_url:
-                described = wait_for_embedding_server(server_url, services)
-                print(f"Embedding model warm: {described['model']} ({described['dtype']})")
-            crawl_run_id = str(uuid.uuid4())
-            launch = subprocess.run(
-                [
-                    str(BIN / "dagster"),
-                    "job",
-                    "launch",
-                    "-w",
-                    "workspace.yaml",
-                    "--job",
-                    "crawl_site",
-                    "--run-id",
-                    crawl_run_id,
-                ],
-                cwd=PROJECT_ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-            )
-            if launch.returncode != 0:
-                raise RunFailedError(f"could not launch the crawl run:\n{launch.stderr[-3000:]}")
-            print(f"Crawl run {crawl_run_id} queued; the sensor ingests pages as they arrive")
-            summary = _watch(
-                settings, home, crawl_run_id, started_at, wall_start, services, reporter
-            )
-    finally:
-        reporter.done()
-        services.stop()
-        forget_daemon(home)
+    with session(settings, "rag run") as services:
+        home = prepare_instance(settings)
+        try:
+            summary = _run(settings, home, services, reporter, wall_start, started_at)
+        finally:
+            with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+                reporter.done()
+            services.stop()
+            forget_daemon(home)
     return summary
+
+
+def _run(settings, home, services, reporter, wall_start, started_at) -> dict:
+    overrides = {}
+    with demo_site_if_needed(settings) as site_url:
+        if site_url:
+            print(f"Serving the demo site at {site_url}")
+        server_url = settings.embedding_server_url
+        if settings.embedding_server and not server_url:
+            token = new_token()
+            server_url = start_embedding_server(settings, services, token)
+            # Runs get the token through their environment only: never on a command line
+            # (visible in ps) and never in a log line.
+            overrides[TOKEN_ENV] = token
+        if server_url:
+            overrides["EMBEDDING_SERVER_URL"] = server_url
+        env = services.environment(child_environment(settings, **overrides))
+        services.start(
+            "dagster-daemon", [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env
+        )
+        if server_url and not settings.embedding_server_url:
+            described = wait_for_embedding_server(server_url, services, overrides[TOKEN_ENV])
+            print(f"Embedding model warm: {described['model']} ({described['dtype']})")
+        crawl_run_id = str(uuid.uuid4())
+        launch = subprocess.run(
+            [
+                str(BIN / "dagster"),
+                "job",
+                "launch",
+                "-w",
+                "workspace.yaml",
+                "--job",
+                "crawl_site",
+                "--run-id",
+                crawl_run_id,
+            ],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if launch.returncode != 0:
+            raise RunFailedError(
+                f"could not launch the crawl run:\n{mask_secrets(launch.stderr[-3000:])}"
+            )
+        print(f"Crawl run {crawl_run_id} queued; the sensor ingests pages as they arrive")
+        return _watch(settings, home, crawl_run_id, started_at, wall_start, services, reporter)
 
 
 def forget_daemon(home: Path) -> None:

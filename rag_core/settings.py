@@ -15,7 +15,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from rag_core.redact import mask_secrets
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The warm embedding server's per-session secret; read by ``secret``, never kept in Settings.
+TOKEN_ENV = "EMBEDDING_SERVER_TOKEN"
 
 
 class SettingsError(ValueError):
@@ -23,7 +27,8 @@ class SettingsError(ValueError):
 
 
 def _bad(name: str, value: str, accepts: str) -> SettingsError:
-    return SettingsError(f"{name}={value!r} is not valid: {name} accepts {accepts}")
+    # Masked: a URI value may carry a password, and this message is printed and logged.
+    return SettingsError(f"{name}={mask_secrets(value)!r} is not valid: {name} accepts {accepts}")
 
 
 def _choice(*options: str) -> Callable[[str, str], str]:
@@ -167,7 +172,8 @@ VARIABLES: tuple[Variable, ...] = (
         "ALLOWED_DOMAINS",
         "",
         _domain_list,
-        "comma-separated hosts the crawl may visit; empty = the hosts of START_URLS",
+        "comma-separated domains the crawl may visit, each with all its subdomains, on any "
+        "port; empty = only the scheme, host and port of each start URL",
         "crawl",
     ),
     Variable(
@@ -196,6 +202,36 @@ VARIABLES: tuple[Variable, ...] = (
         "",
         _regex_list,
         "comma-separated URL regexes never crawled (wins over CRAWL_INCLUDE)",
+        "crawl",
+    ),
+    Variable(
+        "ALLOW_PRIVATE_NETWORKS",
+        "false",
+        _boolean,
+        "let the crawl fetch from private, loopback, link-local and reserved addresses other "
+        "than those of the start URLs (refused by default: see Security in the README)",
+        "crawl",
+    ),
+    Variable(
+        "CRAWL_MAX_DOWNLOAD_BYTES",
+        "8388608",
+        _integer(65536),
+        "responses larger than this are not downloaded (Scrapy DOWNLOAD_MAXSIZE; a warning "
+        "is logged from a quarter of it)",
+        "crawl",
+    ),
+    Variable(
+        "CRAWL_MAX_LINKS_PER_PAGE",
+        "2000",
+        _integer(1),
+        "links taken from one page, to follow and to store (the rest are ignored, counted)",
+        "crawl",
+    ),
+    Variable(
+        "CRAWL_MAX_URL_LENGTH",
+        "2083",
+        _integer(64),
+        "longer URLs are neither followed nor stored as links (Scrapy URLLENGTH_LIMIT)",
         "crawl",
     ),
     Variable(
@@ -270,6 +306,15 @@ VARIABLES: tuple[Variable, ...] = (
         _text,
         "URL of a running warm embedding server; `rag run` sets it to the one it "
         "starts (empty = load the model in each run)",
+        "concurrency",
+    ),
+    Variable(
+        TOKEN_ENV,
+        "",
+        _text,
+        "a secret: the token the embedding server at EMBEDDING_SERVER_URL requires; `rag run` "
+        "makes a new random one per session for the server it starts; never kept in the "
+        "settings or logged",
         "concurrency",
     ),
     Variable(
@@ -349,6 +394,10 @@ class Settings:
     crawl_depth_limit: int
     crawl_include: tuple[str, ...]
     crawl_exclude: tuple[str, ...]
+    allow_private_networks: bool
+    crawl_max_download_bytes: int
+    crawl_max_links_per_page: int
+    crawl_max_url_length: int
     crawl_concurrency: int
     crawl_autothrottle: bool
     prune_removed: bool
@@ -394,6 +443,23 @@ def child_environment(settings: Settings, **overrides: str) -> dict[str, str]:
     env["DAGSTER_HOME"] = str(settings.dagster_home)
     env.update(overrides)
     return env
+
+
+def new_token() -> str:
+    """A fresh random secret for one session's embedding server."""
+    import secrets
+
+    return secrets.token_urlsafe(32)
+
+
+def secret(name: str) -> str:
+    """The value of a secret variable (NEO4J_PASSWORD, EMBEDDING_SERVER_TOKEN) read when used.
+
+    Secrets are not kept in ``Settings``: a settings object is shown in resource config,
+    repr()s and error reports, and a secret must appear in none of them.
+    """
+    env = read_dotenv(PROJECT_ROOT / ".env") | dict(os.environ)
+    return env.get(name, "").strip()
 
 
 def read_dotenv(path: Path) -> dict[str, str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from rag_core import store
 from rag_core.instance import open_instance
 from rag_core.items import scan_item_files
+from rag_core.redact import mask_secrets
 
 
 @dataclass(frozen=True)
@@ -114,4 +115,20 @@ def dagster_status(dagster_home: Path) -> dict:
             if latest
             else None
         ),
+    }
+
+
+def crawl_refusals(crawl_state_dir: Path) -> dict:
+    """What the last crawl refused to keep because it came from an internal address:
+    ``{"count": n, "urls": [...]}`` from its stats file (zero when there is none)."""
+    import json
+
+    path = crawl_state_dir / "last_crawl_stats.json"
+    try:
+        stats = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"count": 0, "urls": []}
+    return {
+        "count": int(stats.get("refused_internal_address") or 0),
+        "urls": [mask_secrets(str(url)) for url in stats.get("refused_urls") or []],
     }

@@ -10,6 +10,7 @@ import numpy as np
 
 from rag_core import embedding
 from rag_core.embedding_server import EmbeddingServerError, remote_encode
+from rag_core.settings import TOKEN_ENV, secret
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,14 @@ class SentenceTransformerEmbedder(dg.ConfigurableResource):
         if self.server_url:
             try:
                 vectors = remote_encode(
-                    self.server_url, texts, self.info.name, self.dtype, self.batch_size
+                    self.server_url,
+                    texts,
+                    self.info.name,
+                    self.dtype,
+                    self.batch_size,
+                    # Read when used, from the run's environment: a token in the resource's
+                    # config would be shown in the Dagster UI.
+                    secret(TOKEN_ENV),
                 )
                 return vectors, f"server {self.server_url}"
             except EmbeddingServerError as exc:

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from rag_core.redact import MASK, mask_secrets
+
 if TYPE_CHECKING:
     import neo4j
 
@@ -247,6 +249,11 @@ class Neo4jGraphSink(dg.ConfigurableResource):
     # Pages returned per chunk by neighbours(): hub pages are linked from nearly everywhere.
     max_linking_pages: int = 10
 
+    def _safe(self, message: str) -> str:
+        """``message`` without credentials: URI user info masked, the password never shown."""
+        message = mask_secrets(message)
+        return message.replace(self.password, MASK) if len(self.password) >= 4 else message
+
     @contextlib.contextmanager
     def _driver(self) -> Iterator[neo4j.Driver]:
         """A connected driver; connection and auth errors become GraphSinkErrors naming the URI."""
@@ -261,23 +268,27 @@ class Neo4jGraphSink(dg.ConfigurableResource):
                 max_transaction_retry_time=self.transaction_retry_seconds,
             )
         except (ValueError, nex.ConfigurationError) as exc:
-            raise GraphSinkError(f"graph server URI {self.uri!r} is not usable: {exc}") from exc
+            raise GraphSinkError(
+                self._safe(f"graph server URI {self.uri!r} is not usable: {exc}")
+            ) from exc
         try:
             # Fails fast (unlike managed transactions, which retry for transaction_retry_seconds).
             driver.verify_connectivity()
             yield driver
         except nex.AuthError as exc:
             raise GraphSinkAuthError(
-                f"graph server at {self.uri} refused user {self.user!r}: check NEO4J_USER and "
-                f"NEO4J_PASSWORD ({exc.message or type(exc).__name__})"
+                self._safe(
+                    f"graph server at {self.uri} refused user {self.user!r}: check NEO4J_USER "
+                    f"and NEO4J_PASSWORD ({exc.message or type(exc).__name__})"
+                )
             ) from exc
         except (nex.ServiceUnavailable, nex.SessionExpired, OSError) as exc:
             raise GraphSinkUnavailableError(
-                f"graph server at {self.uri} is unavailable: {exc}"
+                self._safe(f"graph server at {self.uri} is unavailable: {exc}")
             ) from exc
         except nex.Neo4jError as exc:
             raise GraphSinkError(
-                f"graph server at {self.uri} (database {self.database!r}) failed: {exc}"
+                self._safe(f"graph server at {self.uri} (database {self.database!r}) failed: {exc}")
             ) from exc
         finally:
             driver.close()

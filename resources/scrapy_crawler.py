@@ -19,7 +19,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from rag_core.settings import PROJECT_ROOT
+from rag_core.redact import mask_secrets, unmask_urls
+from rag_core.settings import PROJECT_ROOT, secret
 
 DEMO_SITE_ROOT = PROJECT_ROOT / "data" / "demo_site"
 
@@ -48,6 +49,15 @@ def _stop_gracefully(process: subprocess.Popen, timeout_s: float = 30.0) -> None
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def _masked(log_line: Callable[[str], None]) -> Callable[[str], None]:
+    # The crawl's own log is masked already; this also covers anything else it prints.
+    return lambda line: log_line(mask_secrets(line))
+
+
+def _url_list(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 class CrawlFailedError(RuntimeError):
@@ -99,6 +109,10 @@ class ScrapyCrawler(dg.ConfigurableResource):
     log_level: str = "INFO"
     demo_site_port: int = 8765
     prune_removed: bool = False
+    allow_private_networks: bool = False
+    max_download_bytes: int = 8 * 1024 * 1024
+    max_links_per_page: int = 2000
+    max_url_length: int = 2083
 
     @property
     def stats_file(self) -> Path:
@@ -141,8 +155,18 @@ class ScrapyCrawler(dg.ConfigurableResource):
             "--seen-keys-file",
             str(self.seen_keys_file),
         ]
+        cmd += [
+            "--max-download-bytes",
+            str(self.max_download_bytes),
+            "--max-links-per-page",
+            str(self.max_links_per_page),
+            "--max-url-length",
+            str(self.max_url_length),
+        ]
         if self.autothrottle:
             cmd.append("--autothrottle")
+        if self.allow_private_networks:
+            cmd.append("--allow-private-networks")
         return cmd
 
     def crawl(
@@ -152,7 +176,9 @@ class ScrapyCrawler(dg.ConfigurableResource):
         max_pages: int | None = None,
     ) -> dict:
         """Run one crawl to the end, forwarding its log; return Scrapy's statistics."""
-        urls = list(start_urls or self.start_urls)
+        # Configured URLs are masked (user:password@ -> ***@); the crawl needs the originals.
+        urls = unmask_urls(list(start_urls or self.start_urls), _url_list(secret("START_URLS")))
+        log_line = _masked(log_line)
         pages = self.max_pages if max_pages is None else max_pages
         Path(self.state_dir).mkdir(parents=True, exist_ok=True)
         self.stats_file.unlink(missing_ok=True)
@@ -188,7 +214,7 @@ class ScrapyCrawler(dg.ConfigurableResource):
         # page as already seen); only a killed crawl leaves it behind to resume from.
         shutil.rmtree(self.jobdir, ignore_errors=True)
         stats = json.loads(self.stats_file.read_text()) if self.stats_file.is_file() else {}
-        stats["start_urls"] = urls
+        stats["start_urls"] = [mask_secrets(url) for url in urls]
         stats["resumed"] = resumed
         stats["complete"] = not resumed and pages == 0 and stats.get("finish_reason") == "finished"
         return stats

@@ -406,13 +406,24 @@ def test_offsite_redirect_middleware() -> None:
     def redirect_to(location: str) -> HtmlResponse:
         return HtmlResponse(request.url, status=302, headers={"Location": location}, body=b"")
 
-    for allowed in ("/elsewhere", "http://sub.site.test/x", "//site.test:9/y"):
+    for allowed in ("/elsewhere", "http://site.test:8000/z"):
         response = redirect_to(allowed)
         assert mw.process_response(request, response) is response
-    with pytest.raises(IgnoreRequest):
-        mw.process_response(request, redirect_to("http://evil.test/landing"))
+    # Only the start URL's origin by default: another port or a subdomain is off-site.
+    for offsite in ("http://evil.test/landing", "http://sub.site.test/x", "//site.test:9/y"):
+        with pytest.raises(IgnoreRequest):
+            mw.process_response(request, redirect_to(offsite))
     redirected = Request("http://evil.test/", meta={"redirect_urls": [request.url]})
     with pytest.raises(IgnoreRequest):
         mw.process_request(redirected)
     assert mw.process_request(Request("http://evil.test/")) is None  # not a redirect: not ours
-    assert crawler.stats.values == {"rag/offsite_redirects_dropped": 2}
+    assert crawler.stats.values == {"rag/offsite_redirects_dropped": 4}
+    # ALLOWED_DOMAINS widens on purpose: the domain and its subdomains, on any port.
+    wide = OffsiteRedirectMiddleware.from_crawler(
+        _FakeCrawler(
+            {}, spider=SiteSpider(start_urls="http://site.test:8000/", allowed_domains="site.test")
+        )  # fmt: skip
+    )
+    for allowed in ("http://sub.site.test/x", "//site.test:9/y"):
+        response = redirect_to(allowed)
+        assert wide.process_response(request, response) is response

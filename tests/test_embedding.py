@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from rag_core import embedding, embedding_server
+from rag_core.settings import TOKEN_ENV
 from resources.embedder import SentenceTransformerEmbedder
+
+TOKEN = "test-session-token"
 
 TEXTS = [
     "How do I install the tool on Windows?",
@@ -27,7 +30,7 @@ def local_vectors():
 
 @pytest.fixture(scope="module")
 def server():
-    srv = embedding_server.serve("127.0.0.1", 0, embedding.DEFAULT_MODEL, "float32", 0)
+    srv = embedding_server.serve("127.0.0.1", 0, embedding.DEFAULT_MODEL, "float32", 0, TOKEN)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{srv.server_address[1]}"
@@ -61,8 +64,9 @@ def test_local_vectors_are_normalised_and_meaningful(local_vectors):
     assert int(np.argmax(scores)) == 0
 
 
-def test_server_gives_the_same_vectors_as_in_process(server, local_vectors):
-    assert embedding_server.health(server)["dimension"] == 384
+def test_server_gives_the_same_vectors_as_in_process(server, local_vectors, monkeypatch):
+    assert embedding_server.health(server, TOKEN)["dimension"] == 384
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)  # runs get the session's token this way
     embedder = SentenceTransformerEmbedder(server_url=server)
     vectors, where = embedder.embed(TEXTS)
     assert where.startswith("server")
@@ -71,7 +75,7 @@ def test_server_gives_the_same_vectors_as_in_process(server, local_vectors):
 
 def test_model_mismatch_is_refused_and_the_resource_falls_back(server, local_vectors):
     with pytest.raises(embedding_server.EmbeddingServerError, match="model mismatch"):
-        embedding_server.remote_encode(server, TEXTS, "other/model", "float32", 8)
+        embedding_server.remote_encode(server, TEXTS, "other/model", "float32", 8, TOKEN)
     # Nothing listens on this port: the resource embeds in-process instead of failing.
     vectors, where = SentenceTransformerEmbedder(server_url="http://127.0.0.1:9").embed(TEXTS)
     assert where == "in-process"

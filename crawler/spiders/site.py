@@ -14,6 +14,7 @@ from scrapy.http import HtmlResponse, Response, TextResponse
 from scrapy.linkextractors import LinkExtractor
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
+from w3lib.http import basic_auth_header
 
 from crawler.content import (
     canonical_http_url,
@@ -26,6 +27,7 @@ from crawler.content import (
     wrongly_declared_wide,
 )
 from crawler.items import PageItem
+from crawler.policy import UrlPolicy, origin, split_credentials
 from rag_core.ids import canonical_url, item_key
 
 GONE_STATUSES = (404, 410)
@@ -63,6 +65,7 @@ class SiteSpider(scrapy.Spider):
     ):
         super().__init__(*args, **kwargs)
         self.start_urls = split_arg(start_urls)
+        self._take_credentials()
         if not self.start_urls:
             raise ValueError("SiteSpider needs at least one start URL (-a start_urls=...)")
         for url in self.start_urls:
@@ -76,16 +79,44 @@ class SiteSpider(scrapy.Spider):
         self.include = [re.compile(p) for p in split_arg(include)]
         self.exclude = [re.compile(p) for p in split_arg(exclude)]
         self._host_re = host_regex(self.allowed_domains)
+        # The origins of the start URLs, or ALLOWED_DOMAINS when given (crawler/policy.py).
+        self.url_policy = UrlPolicy(self.start_urls, split_arg(allowed_domains))
+        self.max_links = 2000
         # LinkExtractor's own allow_domains compares host:port, so domains are checked here instead.
         self.link_extractor = LinkExtractor(allow=self.include, deny=self.exclude, unique=True)
         self.items_yielded = 0
+
+    def _take_credentials(self) -> None:
+        # user:password@ in a start URL: sent as basic auth to that URL's origin only (Scrapy
+        # cannot fetch a URL with user info, and its HttpAuthMiddleware matches a domain
+        # without the port), never kept in a URL or logged.
+        self._auth: dict[tuple[str, str, int], bytes] = {}
+        for index, url in enumerate(self.start_urls):
+            bare, user, password = split_credentials(url)
+            if bare != url:
+                self.start_urls[index] = bare
+                self._auth.setdefault(origin(bare), basic_auth_header(user, password))
+
+    def _auth_headers(self, url: str) -> dict[bytes, bytes]:
+        header = self._auth.get(origin(url)) if self._auth else None
+        return {b"Authorization": header} if header else {}
+
+    @classmethod
+    def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> SiteSpider:
+        """Standard factory; takes the link and URL-length caps from the crawler's settings."""
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        spider.url_policy.max_url_length = crawler.settings.getint("URLLENGTH_LIMIT", 2083)
+        spider.max_links = crawler.settings.getint("MAX_LINKS_PER_PAGE", 2000)
+        return spider
 
     async def start(self) -> AsyncIterator[Any]:
         """One request per start URL, subject to the dupe filter (unlike Scrapy's default)."""
         # Scrapy's default start requests use dont_filter=True: a page linking back to the
         # start URL then gets it fetched twice, and with JOBDIR a resumed crawl refetches it.
         for url in self.start_urls:
-            yield scrapy.Request(url, callback=self.parse, errback=self.on_error)
+            yield scrapy.Request(
+                url, callback=self.parse, errback=self.on_error, headers=self._auth_headers(url)
+            )
 
     # -- callbacks ---------------------------------------------------------------------------
 
@@ -120,6 +151,11 @@ class SiteSpider(scrapy.Spider):
         if self._page_limit_reached():
             self._requeue(response)
             return
+        # Parse only what can be kept: no character of MAX_PAGE_CHARS takes more than 4 bytes.
+        keep = self.crawler.settings.getint("MAX_PAGE_CHARS", 2_000_000) * 4
+        if len(response.body) > keep:
+            stats.inc_value("rag/bodies_cut_before_parsing")
+            response = response.replace(body=response.body[:keep])
         is_html = mime != "text/plain" and isinstance(response, TextResponse)
         url = canonical_url(response.url)
         redirects = response.meta.get("redirect_urls") or []
@@ -201,25 +237,34 @@ class SiteSpider(scrapy.Spider):
         title = normalise_space(response.xpath("string((//title)[1])").get() or "")
         return title or normalise_space(response.xpath("string((//h1)[1])").get() or "")
 
-    @staticmethod
-    def _page_links(response: TextResponse, page_url: str) -> list[str]:
+    def _page_links(self, response: TextResponse, page_url: str) -> list[str]:
         links: dict[str, None] = {}  # ordered set: page order, first occurrence wins
-        for href in response.xpath("//a/@href").getall():
-            href = href.strip()
-            if not href:
+        max_length = self.url_policy.max_url_length
+        for href in response.xpath("//a/@href"):
+            href = href.get().strip()
+            if not href or len(href) > max_length:
                 continue
             absolute = canonical_http_url(response.urljoin(href))
             # A fragment-only or self link is in-page navigation, not an outgoing link.
-            if absolute and absolute != page_url:
+            if absolute and absolute != page_url and len(absolute) <= max_length:
                 links.setdefault(absolute, None)
+                if len(links) >= self.max_links:
+                    self.crawler.stats.inc_value("rag/pages_with_links_capped")
+                    break
         return list(links)
 
     def _follow(self, response: TextResponse) -> Iterator[scrapy.Request]:
+        followed = 0
         for link in self.link_extractor.extract_links(response):
-            try:
-                parts = urlsplit(link.url)
-                host = parts.hostname or ""
-            except ValueError:
+            if not self.url_policy.allows(link.url):
                 continue
-            if parts.scheme in {"http", "https"} and self._host_re.search(host):
-                yield response.follow(link.url, callback=self.parse, errback=self.on_error)
+            if followed >= self.max_links:  # MAX_LINKS_PER_PAGE: the rest are not followed
+                self.crawler.stats.inc_value("rag/links_not_followed_cap")
+                break
+            followed += 1
+            yield response.follow(
+                link.url,
+                callback=self.parse,
+                errback=self.on_error,
+                headers=self._auth_headers(link.url),
+            )

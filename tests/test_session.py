@@ -1,0 +1,288 @@
+"""One session per data folder, and nothing left behind (issue 10, point 4; point 5's grep).
+
+The end-to-end tests run the real ``rag run`` (real daemon, embedding server, crawl) and tag
+it with an environment variable of their own, inherited by every process it starts, to find
+whatever it left running.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from rag_core.runner import free_port
+from rag_core.session import SessionLock, SessionLockedError, session_processes
+from rag_core.settings import PROJECT_ROOT
+
+TAG = "RAG_TEST_TAG"
+
+
+def tagged(tag: str) -> list[int]:
+    """Live processes carrying ``RAG_TEST_TAG=tag`` in their environment."""
+    marker = f"{TAG}={tag}".encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry.name}/environ").read_bytes()
+            state = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if marker in environ.split(b"\0") and state not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
+
+
+def wait_until(predicate, timeout_s: float, step: float = 0.3) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def describe(pids: list[int]) -> str:
+    lines = []
+    for pid in pids:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            cmd = "?"
+        lines.append(f"{pid}: {cmd[:160]}")
+    return "\n".join(lines)
+
+
+# -- the lock ---------------------------------------------------------------------------------
+
+
+def test_a_second_session_on_the_folder_fails_at_once_naming_the_holder(tmp_path):
+    first = SessionLock(tmp_path, "rag run").acquire()
+    started = time.monotonic()
+    with pytest.raises(SessionLockedError, match=rf"in use by rag run \(pid {os.getpid()}"):
+        SessionLock(tmp_path, "rag dev").acquire()
+    assert time.monotonic() - started < 1.0
+    first.release()
+    SessionLock(tmp_path, "rag dev").acquire().release()  # free again once released
+
+
+SESSION_SCRIPT = """
+import os, subprocess, sys, time
+from rag_core.session import SESSION_ENV, SessionLock
+lock = SessionLock(sys.argv[1], "rag run").acquire()
+env = {**os.environ, SESSION_ENV: lock.session_id}
+# A service in a session of its own, as the daemon and the embedding server are.
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], env=env,
+                 start_new_session=True)
+print(lock.session_id, flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_lock_of_a_killed_session_is_taken_over_and_its_orphans_reaped(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SESSION_SCRIPT, str(tmp_path)],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    session_id = proc.stdout.readline().strip()
+    assert wait_until(lambda: session_processes(session_id), 10)
+    proc.kill()
+    proc.wait()
+    orphans = session_processes(session_id)
+    assert orphans, "the service should outlive a SIGKILLed session"
+    lock = SessionLock(tmp_path, "rag run").acquire()  # no error: the holder is dead
+    try:
+        assert sorted(lock.reap_previous(timeout_s=5)) == sorted(orphans)
+        assert session_processes(session_id) == []
+    finally:
+        lock.release()
+
+
+# -- real `rag run` sessions ------------------------------------------------------------------
+
+
+class QuietSlowHandler(SimpleHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802
+        threading.Event().wait(0.3)  # pages trickle in: the session is mid-flight when killed
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("session-site")
+    links = "".join(f'<a href="/p{i}.html">page {i}</a> ' for i in range(30))
+    (root / "index.html").write_text(f"<html><title>Home</title><body>{links}</body></html>")
+    for i in range(30):
+        (root / f"p{i}.html").write_text(
+            f"<html><title>Page {i}</title><body><h1>Page {i}</h1>"
+            + f"<p>Page {i} explains retries, crawling and embeddings in some detail.</p>" * 5
+            + "</body></html>"
+        )
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(QuietSlowHandler, directory=root)
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def start_rag_run(data: Path, tag: str, start_url: str, **env: str) -> subprocess.Popen:
+    full = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("DAGSTER") and k not in ("EMBEDDING_SERVER_URL", "START_URLS")
+    }
+    full.update(
+        DATA_DIR=str(data),
+        DUCKDB_PATH=str(data / "rag.duckdb"),
+        DEMO_SITE_PORT=str(free_port()),
+        START_URLS=start_url,
+        CRAWL_CONCURRENCY="2",
+        RUN_TIMEOUT_SECONDS="400",
+        **{TAG: tag},
+        **env,
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "rag_core.cli", "run"],
+        cwd=PROJECT_ROOT,
+        env=full,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_line(proc: subprocess.Popen, text: str, timeout_s: float = 180) -> list[str]:
+    """Read ``proc``'s stdout until a line contains ``text``; return the lines read."""
+    lines: list[str] = []
+    found = threading.Event()
+
+    def reader():
+        for line in proc.stdout:
+            lines.append(line)
+            if text in line:
+                found.set()
+                return
+
+    threading.Thread(target=reader, daemon=True).start()
+    assert found.wait(timeout_s), "".join(lines)[-3000:]
+    return lines
+
+
+def stop_and_check_nothing_left(proc: subprocess.Popen, signum: int, tag: str) -> str:
+    running = tagged(tag)
+    assert len(running) >= 4, describe(running)  # rag run, daemon, server, code server...
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 128 + signum, err[-2000:]
+    assert wait_until(lambda: not tagged(tag), 30), describe(tagged(tag))
+    return err
+
+
+def test_two_runs_at_once_exactly_one_proceeds_and_sigterm_leaves_nothing(tmp_path, site):
+    data, tag = tmp_path / "data", uuid.uuid4().hex
+    first = start_rag_run(data, tag, f"http://{site}/")
+    second = start_rag_run(data, tag, f"http://{site}/")
+    losers = []
+    for proc in (first, second):
+        try:
+            proc.wait(timeout=20)
+            losers.append(proc)
+        except subprocess.TimeoutExpired:
+            pass
+    assert len(losers) == 1, "exactly one of two simultaneous sessions must be refused"
+    loser = losers[0]
+    winner = second if loser is first else first
+    err = loser.stderr.read()
+    assert loser.returncode == 1 and "is in use by rag run (pid" in err, err
+    wait_for_line(winner, "queued")
+    time.sleep(3)  # the crawl run is being launched: daemon, code server, run worker
+    err = stop_and_check_nothing_left(winner, signal.SIGTERM, tag)
+    assert "stopped by SIGTERM" in err
+
+
+def test_sighup_leaves_nothing_behind(tmp_path, site):
+    data, tag = tmp_path / "data", uuid.uuid4().hex
+    proc = start_rag_run(data, tag, f"http://{site}/")
+    wait_for_line(proc, "queued")
+    time.sleep(3)
+    err = stop_and_check_nothing_left(proc, signal.SIGHUP, tag)
+    assert "stopped by SIGHUP" in err
+
+
+SECRET = "s3cr3t-Pa55word"
+
+
+def test_sigkill_orphans_are_reaped_and_a_run_with_credentials_completes_leaking_nothing(
+    tmp_path, site
+):
+    data, tag = tmp_path / "data", uuid.uuid4().hex
+    killed = start_rag_run(data, tag, f"http://{site}/")
+    wait_for_line(killed, "queued")
+    time.sleep(3)
+    killed.kill()  # no clean-up can run
+    killed.communicate(timeout=30)
+    orphans = tagged(tag)
+    assert orphans, "SIGKILL leaves the services running (nothing can stop them)"
+
+    # The next session reaps them, takes the lock over and completes. Its start URL carries
+    # credentials, which must appear in no output, log, metadata or store (point 5).
+    url = f"http://crawler:{SECRET}@{site}/"
+    proc = start_rag_run(data, tag, url, CLOSESPIDER_PAGECOUNT="8")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, (out + err)[-4000:]
+    assert "left running by a killed earlier session" in out
+    assert not set(orphans) & set(tagged(tag))
+    assert wait_until(lambda: not tagged(tag), 30), describe(tagged(tag))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER")}
+    env.update(DATA_DIR=str(data), DUCKDB_PATH=str(data / "rag.duckdb"), START_URLS=url)
+    status = subprocess.run(
+        [sys.executable, "-m", "rag_core.cli", "status", "--json", "--errors"],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["counts"]["embeddings"] > 0
+    leaks = [name for name, text in (("rag run stdout", out), ("rag run stderr", err),
+                                     ("rag status", status.stdout + status.stderr))
+             if SECRET in text]  # fmt: skip
+    # Every file of the session: item files, DuckDB, crawl stats, service logs, the Dagster
+    # instance (event log, run storage, snapshots, compute logs), compressed or not.
+    for path in data.rglob("*"):
+        if path.is_file() and contains_secret(path.read_bytes()):
+            leaks.append(str(path.relative_to(data)))
+    assert not leaks, leaks
+
+
+def contains_secret(blob: bytes) -> bool:
+    """The secret in ``blob``, plainly or inside a zlib/gzip-compressed stretch of it."""
+    import zlib
+
+    needle = SECRET.encode()
+    if needle in blob:
+        return True
+    for start in range(len(blob) - 1):  # zlib streams start with 0x78 (deflate, 32K window)
+        if blob[start] == 0x78 and blob[start + 1] in (0x01, 0x5E, 0x9C, 0xDA):
+            try:
+                if needle in zlib.decompressobj().decompress(blob[start:], 10_000_000):
+                    return True
+            except zlib.error:
+                continue
+    return False
