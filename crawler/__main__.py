@@ -90,7 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="ALLOW_PRIVATE_NETWORKS: accept responses from internal addresses",
     )
-    add("--max-download-bytes", type=int, metavar="N", help="DOWNLOAD_MAXSIZE (warn at N/4)")
+    add(
+        "--max-download-bytes",
+        type=int,
+        metavar="N",
+        help="bodies are cut at N bytes (warn at N/4); over 4N announced: not downloaded",
+    )
     add("--max-links-per-page", type=int, metavar="N", help="MAX_LINKS_PER_PAGE")
     add("--max-url-length", type=int, metavar="N", help="URLLENGTH_LIMIT")
     add("--log-level", metavar="LEVEL", help="LOG_LEVEL (default INFO)")
@@ -144,7 +149,8 @@ def build_settings(args: argparse.Namespace) -> Settings:
     if args.allow_private_networks:
         overrides["ALLOW_PRIVATE_NETWORKS"] = True
     if args.max_download_bytes:
-        overrides["DOWNLOAD_MAXSIZE"] = args.max_download_bytes
+        overrides["MAX_DOWNLOAD_BYTES"] = args.max_download_bytes
+        overrides["DOWNLOAD_MAXSIZE"] = 4 * args.max_download_bytes
         overrides["DOWNLOAD_WARNSIZE"] = max(1, args.max_download_bytes // 4)
     if args.max_links_per_page:
         overrides["MAX_LINKS_PER_PAGE"] = args.max_links_per_page

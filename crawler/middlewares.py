@@ -8,7 +8,8 @@ import re
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
-from scrapy.exceptions import IgnoreRequest
+from scrapy import signals
+from scrapy.exceptions import IgnoreRequest, StopDownload
 from w3lib.url import safe_url_string
 
 from crawler.content import canonical_http_url, host_regex
@@ -149,3 +150,46 @@ class InternalAddressMiddleware:
             address,
         )
         raise IgnoreRequest(f"internal address {address}")
+
+
+STAT_CUT = "rag/downloads_cut"
+
+
+class DownloadCapMiddleware:
+    """Stop downloading a body at ``MAX_DOWNLOAD_BYTES`` and keep what arrived, flagged.
+
+    Scrapy's DOWNLOAD_MAXSIZE drops a large response altogether; a long documentation page
+    is still worth its first megabytes. So the body is cut here (``StopDownload`` from the
+    ``bytes_received`` signal keeps the partial response), and DOWNLOAD_MAXSIZE, set higher
+    by the CLI, remains the hard limit for announced and decompressed sizes (a response
+    announcing more than that, or a compression bomb, is not downloaded at all). Only the
+    cut body is ever decoded and parsed; the spider flags its item ``truncated``.
+    """
+
+    def __init__(self, crawler: Crawler):
+        self.crawler = crawler
+        self.limit = crawler.settings.getint("MAX_DOWNLOAD_BYTES", 8 * 1024 * 1024)
+        crawler.signals.connect(self.bytes_received, signal=signals.bytes_received)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> DownloadCapMiddleware:
+        """Standard Scrapy factory."""
+        return cls(crawler)
+
+    def bytes_received(self, data: bytes, request: Request, spider: object) -> None:
+        received = request.meta.get("rag_bytes_received", 0) + len(data)
+        request.meta["rag_bytes_received"] = received
+        if received > self.limit:
+            raise StopDownload(fail=False)
+
+    def process_response(self, request: Request, response: Response) -> Response:
+        """Trim a cut body to the limit exactly and mark it."""
+        if request.meta.get("rag_bytes_received", 0) > self.limit:
+            self.crawler.stats.inc_value(STAT_CUT)
+            logger.warning(
+                "Cut %s at %d bytes (CRAWL_MAX_DOWNLOAD_BYTES)", response.url, self.limit
+            )
+            response = response.replace(
+                body=response.body[: self.limit], flags=[*response.flags, "rag_cut"]
+            )
+        return response

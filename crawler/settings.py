@@ -30,12 +30,13 @@ REDIRECT_MAX_TIMES = 10
 
 TELNETCONSOLE_ENABLED = False
 
-# Larger than any real HTML page, small enough that a hostile response cannot exhaust memory:
-# a larger one is not downloaded (with a Content-Length, not even started); the CLI sets it
-# from CRAWL_MAX_DOWNLOAD_BYTES and the warning size to a quarter of that. Decompressed
-# bodies are held to the same limits (HttpCompressionMiddleware).
-DOWNLOAD_MAXSIZE = 8 * 1024 * 1024
-DOWNLOAD_WARNSIZE = 2 * 1024 * 1024
+# Bodies are cut at MAX_DOWNLOAD_BYTES (the first 8 MB of a page are kept and parsed,
+# flagged truncated; DownloadCapMiddleware); a response announcing more than
+# DOWNLOAD_MAXSIZE, or decompressing to more (HttpCompressionMiddleware), is not downloaded
+# at all. The CLI sets all three from CRAWL_MAX_DOWNLOAD_BYTES (x1, x4, /4).
+MAX_DOWNLOAD_BYTES = 8 * 1024 * 1024
+DOWNLOAD_MAXSIZE = 4 * MAX_DOWNLOAD_BYTES
+DOWNLOAD_WARNSIZE = MAX_DOWNLOAD_BYTES // 4
 
 # Links taken from one page (to follow and to store) and the longest URL followed or stored.
 MAX_LINKS_PER_PAGE = 2000
@@ -51,6 +52,7 @@ ALLOW_PRIVATE_NETWORKS = False
 DOWNLOADER_MIDDLEWARES = {
     "crawler.middlewares.OffsiteRedirectMiddleware": 650,
     "crawler.middlewares.InternalAddressMiddleware": 950,
+    "crawler.middlewares.DownloadCapMiddleware": 940,
 }
 
 ITEM_PIPELINES = {"crawler.pipelines.StreamingStoragePipeline": 300}

@@ -216,8 +216,9 @@ VARIABLES: tuple[Variable, ...] = (
         "CRAWL_MAX_DOWNLOAD_BYTES",
         "8388608",
         _integer(65536),
-        "responses larger than this are not downloaded (Scrapy DOWNLOAD_MAXSIZE; a warning "
-        "is logged from a quarter of it)",
+        "a response body is cut at this size (the rest is not downloaded; the page is kept, "
+        "flagged truncated); warning from a quarter of it; announced or decompressed sizes "
+        "over 4x are not downloaded at all",
         "crawl",
     ),
     Variable(

@@ -216,7 +216,15 @@ def test_a_50_mb_page_is_not_downloaded_and_memory_stays_low(servers, tmp_path, 
     site, _ = servers
     serve_raw(site, "/big", big_page(50 * 1024 * 1024, with_length))
     rss, stats = peak_rss_mb(site, tmp_path, "/big")
-    assert not list((tmp_path / "raw").glob("item_*"))  # over the 8 MB cap: nothing kept
+    items = [read_item_file(p) for p in (tmp_path / "raw").glob("item_*")]
+    if with_length:
+        # Announced as more than 4x the 8 MB cap: not downloaded at all.
+        assert items == []
+    else:
+        # Streamed without a length: downloading stopped at 8 MB, that much kept and parsed.
+        (item,) = items
+        assert item.truncated and len(item.html) == 2_000_000
+        assert stats["rag/downloads_cut"] == 1
     assert rss < 250, f"peak RSS {rss} MB"
 
 

@@ -172,6 +172,7 @@ class SiteSpider(scrapy.Spider):
             links=self._page_links(response, url) if is_html else [],
             fetched_at=utc_now_iso(),
             depth=int(response.meta.get("depth", 0)),
+            truncated="rag_cut" in response.flags,  # cut at CRAWL_MAX_DOWNLOAD_BYTES
         )
         if is_html:
             yield from self._follow(response)
