@@ -196,6 +196,7 @@ def stop_and_check_nothing_left(proc: subprocess.Popen, signum: int, tag: str) -
     return err
 
 
+@pytest.mark.e2e
 def test_two_runs_at_once_exactly_one_proceeds_and_sigterm_leaves_nothing(tmp_path, site):
     data, tag = tmp_path / "data", uuid.uuid4().hex
     first = start_rag_run(data, tag, f"http://{site}/")
@@ -218,6 +219,7 @@ def test_two_runs_at_once_exactly_one_proceeds_and_sigterm_leaves_nothing(tmp_pa
     assert "stopped by SIGTERM" in err
 
 
+@pytest.mark.e2e
 def test_sighup_leaves_nothing_behind(tmp_path, site):
     data, tag = tmp_path / "data", uuid.uuid4().hex
     proc = start_rag_run(data, tag, f"http://{site}/")
@@ -230,6 +232,7 @@ def test_sighup_leaves_nothing_behind(tmp_path, site):
 SECRET = "s3cr3t-Pa55word"
 
 
+@pytest.mark.e2e
 def test_sigkill_orphans_are_reaped_and_a_run_with_credentials_completes_leaking_nothing(
     tmp_path, site
 ):
