@@ -19,6 +19,7 @@ import hmac
 import json
 import logging
 import queue
+import sys
 import threading
 import time
 import urllib.error
@@ -264,6 +265,14 @@ class _EmbeddingHTTPServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self.connections.release()
+
+    def handle_error(self, request, client_address) -> None:
+        # A client that hung up or stalled (a timed-out health probe, a hostile client) is
+        # routine: one debug line, not a traceback per connection in the server's log.
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            log.debug("connection from %s dropped: %s", client_address, sys.exc_info()[1])
+            return
+        super().handle_error(request, client_address)
 
     def describe(self) -> dict:
         return {
