@@ -19,7 +19,13 @@ from scrapy.crawler import CrawlerProcess
 from scrapy.settings import Settings
 
 from crawler.content import canonical_http_url
-from crawler.spiders.site import STAT_GONE, SiteSpider
+from crawler.spiders.site import (
+    STAT_FAILED,
+    STAT_GONE,
+    STAT_OK_HOSTS,
+    STAT_START_FAILURES,
+    SiteSpider,
+)
 
 logger = logging.getLogger("crawler.cli")
 
@@ -141,6 +147,9 @@ def summarise(stats: dict[str, Any], elapsed: float) -> dict[str, Any]:
         "items_unchanged": stats.get("rag/items_unchanged", 0),
         "pages_crawled": pages,
         "gone_urls": list(stats.get(STAT_GONE) or []),
+        "failed_urls": sorted(stats.get(STAT_FAILED) or []),
+        "ok_hosts": sorted(stats.get(STAT_OK_HOSTS) or []),
+        "start_failures": dict(stats.get(STAT_START_FAILURES) or {}),
         "finish_reason": stats.get("finish_reason"),
         "elapsed_seconds": round(stats.get("elapsed_time_seconds", elapsed), 3),
     }
@@ -199,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary["pages_crawled"],
         len(summary["gone_urls"]),
     )
+    for url, why in summary["start_failures"].items():
+        logger.error("Start URL failed: %s (%s)", url, why)
     return 0 if ok else 1
 
 

@@ -47,6 +47,9 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             log_level=settings.log_level,
             demo_site_port=settings.demo_site_port,
             prune_removed=settings.prune_removed,
+            prune_after_misses=settings.prune_after_misses,
+            prune_max_fraction=settings.prune_max_fraction,
+            prune_confirm=settings.prune_confirm,
         ),
     }
 

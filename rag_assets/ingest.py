@@ -16,8 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 import dagster as dg
 
 from rag_assets.crawl import crawled_pages
-from rag_assets.partitions import items_partitions
+from rag_assets.partitions import ITEMS_PARTITIONS_NAME, items_partitions
 from rag_core import ids, store
+from rag_core.batches import MANIFEST_TAG, read_manifest
 from rag_core.extraction import extract_document
 from rag_core.items import ItemFileError
 from resources.chunker import TokenChunker
@@ -49,6 +50,21 @@ def _item_asset(**kwargs):
         retry_policy=RETRY,
         **kwargs,
     )
+
+
+def batch_keys(context: dg.AssetExecutionContext, raw_store: RawItemStore) -> list[str]:
+    """The exact items this run was requested for: its manifest's keys (rag_core.batches),
+    less any pruned since; without a manifest (a run launched by hand), its partition range."""
+    batch_id = context.run.tags.get(MANIFEST_TAG)
+    if not batch_id:
+        return list(context.partition_keys)
+    try:
+        keys = read_manifest(raw_store.folder, batch_id)
+    except (OSError, ValueError) as exc:
+        context.log.warning(f"batch manifest unusable ({exc}); using the partition range")
+        return list(context.partition_keys)
+    live = set(context.instance.get_dynamic_partitions(ITEMS_PARTITIONS_NAME))
+    return [key for key in keys if key in live]
 
 
 def _in_list(column: str = "item_id") -> str:
@@ -97,7 +113,7 @@ def raw_items(
 ) -> dg.MaterializeResult:
     """Crawled pages, validated from their item files, as rows of the raw_items table."""
     started = time.monotonic()
-    keys = context.partition_keys
+    keys = batch_keys(context, raw_store)
     rows, errors = [], {}
     for key in keys:
         try:
@@ -162,7 +178,7 @@ def documents(
 ) -> dg.MaterializeResult:
     """Main text of each page (boilerplate removed, structure kept) with its content hash."""
     started = time.monotonic()
-    keys = context.partition_keys
+    keys = batch_keys(context, raw_store)
     valid = {
         row[0] for row in _select(duckdb, f"SELECT item_id FROM raw_items WHERE {_in_list()}", keys)
     }
@@ -226,11 +242,14 @@ CHUNK_COLUMNS = (
 
 @_item_asset(kinds={"python", "duckdb"}, deps=[documents])
 def chunks(
-    context: dg.AssetExecutionContext, chunker: TokenChunker, duckdb: DuckDBStore
+    context: dg.AssetExecutionContext,
+    chunker: TokenChunker,
+    duckdb: DuckDBStore,
+    raw_store: RawItemStore,
 ) -> dg.MaterializeResult:
     """Heading-aware chunks that fit the embedding model's max_seq_length, with stable ids."""
     started = time.monotonic()
-    keys = context.partition_keys
+    keys = batch_keys(context, raw_store)
     limit = chunker.max_tokens
     docs = _select(
         duckdb,
@@ -356,11 +375,14 @@ def _groups_of_whole_items(rows: list[tuple], first: int, size: int) -> list[lis
 
 @_item_asset(kinds={"pytorch", "duckdb"}, deps=[chunks])
 def embeddings(
-    context: dg.AssetExecutionContext, embedder: SentenceTransformerEmbedder, duckdb: DuckDBStore
+    context: dg.AssetExecutionContext,
+    embedder: SentenceTransformerEmbedder,
+    duckdb: DuckDBStore,
+    raw_store: RawItemStore,
 ) -> dg.MaterializeResult:
     """Normalised sentence-transformers vectors, one per chunk, batched across the run's items."""
     started = time.monotonic()
-    keys = context.partition_keys
+    keys = batch_keys(context, raw_store)
     info = embedder.info
     rows = _select(
         duckdb,

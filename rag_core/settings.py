@@ -59,6 +59,16 @@ def _integer(minimum: int, maximum: int | None = None) -> Callable[[str, str], i
     return parse
 
 
+def _fraction(name: str, value: str) -> float:
+    try:
+        number = float(value.strip())
+    except ValueError:
+        number = None
+    if number is None or not 0.0 <= number <= 1.0:
+        raise _bad(name, value, "a number from 0 to 1 (e.g. 0.2 for 20 %)")
+    return number
+
+
 def _text(name: str, value: str) -> str:
     return value.strip()
 
@@ -221,6 +231,30 @@ VARIABLES: tuple[Variable, ...] = (
         "crawl",
     ),
     Variable(
+        "PRUNE_AFTER_MISSES",
+        "2",
+        _integer(1, 1000),
+        "a page not reached is removed only after this many consecutive complete crawls "
+        "missed it (404/410 on a host that answers is removed at once)",
+        "crawl",
+    ),
+    Variable(
+        "PRUNE_MAX_FRACTION",
+        "0.2",
+        _fraction,
+        "a prune that would remove more than this share of the stored pages is refused "
+        "(rag run exits non-zero) until confirmed with `rag run --confirm-prune`",
+        "crawl",
+    ),
+    Variable(
+        "PRUNE_CONFIRM",
+        "false",
+        _boolean,
+        "allow a prune above PRUNE_MAX_FRACTION; set for one run by `rag run --confirm-prune`, "
+        "do not leave it on",
+        "crawl",
+    ),
+    Variable(
         "EMBEDDING_PROVIDER",
         "sentence-transformers",
         _choice("sentence-transformers"),
@@ -352,6 +386,9 @@ class Settings:
     crawl_concurrency: int
     crawl_autothrottle: bool
     prune_removed: bool
+    prune_after_misses: int
+    prune_max_fraction: float
+    prune_confirm: bool
     embedding_provider: str
     embedding_model: str
     embedding_batch_size: int

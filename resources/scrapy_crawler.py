@@ -99,6 +99,9 @@ class ScrapyCrawler(dg.ConfigurableResource):
     log_level: str = "INFO"
     demo_site_port: int = 8765
     prune_removed: bool = False
+    prune_after_misses: int = 2
+    prune_max_fraction: float = 0.2
+    prune_confirm: bool = False
 
     @property
     def stats_file(self) -> Path:
@@ -190,7 +193,11 @@ class ScrapyCrawler(dg.ConfigurableResource):
         stats = json.loads(self.stats_file.read_text()) if self.stats_file.is_file() else {}
         stats["start_urls"] = urls
         stats["resumed"] = resumed
-        stats["complete"] = not resumed and pages == 0 and stats.get("finish_reason") == "finished"
+        # Ran to the end from scratch; whether that makes it a *complete* crawl (one whose
+        # misses may prune) also depends on failed requests: rag_core.prune.CrawlEvidence.
+        stats["ran_to_end"] = (
+            not resumed and pages == 0 and stats.get("finish_reason") == "finished"
+        )
         return stats
 
     def seen_keys(self) -> set[str]:
