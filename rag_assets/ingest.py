@@ -2,10 +2,12 @@
 
 Every asset handles all partitions of its run at once (``BackfillPolicy.single_run``):
 a run carries the batch of items the sensor found, and the embedding model
-encodes all their chunks in shared batches. Each asset writes its own DuckDB
-table, replacing the batch's rows in one transaction, so every rerun is safe. A
-broken item is recorded in ``ingest_errors`` (item, stage, error) and skipped;
-it never fails the rest of its batch.
+encodes all their chunks in shared batches. raw_items writes its table; documents and
+chunks write staging tables, and embeddings swaps each item's document, chunks and
+vectors in together, in one transaction (store.publish_items): readers see a page's old
+version or its new one, never neither and never a mix. Every write replaces the batch's
+rows, so every rerun is safe. A broken item is recorded in ``ingest_errors`` (item,
+stage, error) and skipped; it never fails the rest of its batch.
 """
 
 import time
@@ -208,15 +210,10 @@ def documents(
                 item.fetched_at,
             )
         )
+    # Staged, not published: the embeddings stage swaps document, chunks and vectors in
+    # together. Every key's staged row is replaced, so a failed item leaves no stale one.
     duckdb.store_stage(
-        "documents",
-        keys,
-        "documents",
-        DOC_COLUMNS,
-        rows,
-        [r[0] for r in rows],
-        errors,
-        context.run_id,
+        "documents", keys, "staged_documents", DOC_COLUMNS, rows, keys, errors, context.run_id
     )
     preview = rows[0][3][:PREVIEW_CHARS] if rows else "(none)"
     return dg.MaterializeResult(
@@ -253,7 +250,7 @@ def chunks(
     limit = chunker.max_tokens
     docs = _select(
         duckdb,
-        f"SELECT item_id, title, text, content_hash FROM documents WHERE {_in_list()}",
+        f"SELECT item_id, title, text, content_hash FROM staged_documents WHERE {_in_list()}",
         keys,
     )
     rows, errors, chunked = [], {}, []
@@ -277,7 +274,7 @@ def chunks(
                 )
             )
     duckdb.store_stage(
-        "chunks", keys, "chunks", CHUNK_COLUMNS, rows, chunked, errors, context.run_id
+        "chunks", keys, "staged_chunks", CHUNK_COLUMNS, rows, keys, errors, context.run_id
     )
     tokens = [r[5] for r in rows]
     return dg.MaterializeResult(
@@ -298,16 +295,14 @@ def chunks(
 def _store_vectors(
     duckdb: DuckDBStore, group: list[tuple], vectors: dict, cached: dict, info
 ) -> None:
-    """Replace the vectors of the group's items in one transaction (computed or reused)."""
+    """Publish the group's items: their staged document and chunks with these vectors
+    (computed or reused), all in one transaction."""
     out = [
         (r[0], r[1], info.name, vectors[r[0]] if r[0] in vectors else list(cached[r[0]]))
         for r in group
     ]
     dim = len(out[0][3]) if out else info.dimension
-    duckdb.replace_items(
-        "embeddings", sorted({r[1] for r in group}), ("chunk_id", "item_id", "model", "embedding"),
-        out, dim,
-    )  # fmt: skip
+    duckdb.publish(sorted({r[1] for r in group}), DOC_COLUMNS, CHUNK_COLUMNS, out, dim)
 
 
 def _observe_items(
@@ -386,7 +381,7 @@ def embeddings(
     info = embedder.info
     rows = _select(
         duckdb,
-        f"SELECT chunk_id, item_id, text FROM chunks WHERE {_in_list()} "
+        f"SELECT chunk_id, item_id, text FROM staged_chunks WHERE {_in_list()} "
         "ORDER BY item_id, chunk_index",
         keys,
     )
@@ -427,12 +422,8 @@ def embeddings(
             embedded += len(todo)
             reused += len(group) - len(todo)
             first_stored_at = first_stored_at or time.time()
-    # Items of the batch without chunks (their document failed or is gone) keep no vectors.
-    with_chunks = {r[1] for r in rows}
-    stale = [k for k in keys if k not in with_chunks]
-    if stale:
-        with duckdb.write() as con:
-            store.delete_items(con, "embeddings", stale)
+    # Items of the batch without staged chunks (their document or chunking failed) keep
+    # their published version whole: a broken re-fetch never loses stored data.
     _observe_items(context, duckdb, keys, info.name)
     return dg.MaterializeResult(
         metadata={

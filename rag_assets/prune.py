@@ -70,7 +70,7 @@ def build_removed_pages(with_graph: bool = False) -> dg.AssetsDefinition:
             else {}
         )
         with duckdb.write() as con:  # one transaction: a page is gone from every table or none
-            for table in (*store.ITEM_TABLES, "ingest_errors"):
+            for table in (*store.ITEM_TABLES, *store.STAGING_TABLES, "ingest_errors"):
                 store.delete_items(con, table, keys)
         if with_graph and keys:
             context.resources.graph.write_pages([], removed=keys)

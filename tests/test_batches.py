@@ -6,7 +6,7 @@ import dagster as dg
 import duckdb
 
 from rag_assets.definitions import build_definitions
-from rag_assets.ingest import documents, raw_items
+from rag_assets.ingest import chunks, documents, embeddings, raw_items
 from rag_core import batches
 from tests.helpers import settings_for, write_page
 from tests.test_sensor import evaluate, instance  # noqa: F401 - the fixture
@@ -15,7 +15,7 @@ from tests.test_sensor import evaluate, instance  # noqa: F401 - the fixture
 def run_like(instance, settings, request):  # noqa: F811
     """Execute ``request`` as the daemon would (and as its retry would, later)."""
     return dg.materialize(
-        [raw_items, documents],
+        [raw_items, documents, chunks, embeddings],
         instance=instance,
         resources=build_definitions(settings).resources,
         tags=request.tags,
@@ -53,7 +53,7 @@ def test_reorder_and_prune_between_request_and_retry(instance, tmp_path):  # noq
     (raw / f"item_{keys[2]}.json").unlink()
     result = run_like(instance, settings, request)
     assert result.success
-    assert items_of(result, "raw_items") == 2 and items_of(result, "documents") == 2
+    assert [items_of(result, a) for a in ("raw_items", "documents", "embeddings")] == [2, 2, 2]
     stored = texts(settings)
     assert "third version" in stored[keys[1]] and "second version" in stored[keys[3]]
     assert "first" in stored[keys[0]] and "first" in stored[keys[4]]
