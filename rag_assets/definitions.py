@@ -73,7 +73,14 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         + ([graph_pages] if graph else []),
         asset_checks=embedding_checks,
         jobs=[crawl_job, ingest_job, prune_job] + ([graph_catch_up_job] if graph else []),
-        sensors=[build_raw_item_files_sensor(settings.pipeline_mode, ingest_job)]
+        sensors=[
+            build_raw_item_files_sensor(
+                settings.pipeline_mode,
+                ingest_job,
+                max_items=settings.max_batch_items,
+                max_bytes=settings.max_batch_mb * 1024 * 1024,
+            )
+        ]
         + ([graph_catch_up] if graph else []),
         resources=build_resources(settings)
         | ({"graph": build_graph_resource(settings)} if graph else {}),

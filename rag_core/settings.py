@@ -255,6 +255,21 @@ VARIABLES: tuple[Variable, ...] = (
         "crawl",
     ),
     Variable(
+        "MAX_BATCH_ITEMS",
+        "1000",
+        _integer(1, 1_000_000),
+        "most items in one ingestion run (more wait for the next run): bounds a run's memory",
+        "concurrency",
+    ),
+    Variable(
+        "MAX_BATCH_MB",
+        "256",
+        _integer(1, 1_000_000),
+        "most megabytes of item files in one ingestion run (a single larger file still runs "
+        "alone)",
+        "concurrency",
+    ),
+    Variable(
         "EMBEDDING_PROVIDER",
         "sentence-transformers",
         _choice("sentence-transformers"),
@@ -389,6 +404,8 @@ class Settings:
     prune_after_misses: int
     prune_max_fraction: float
     prune_confirm: bool
+    max_batch_items: int
+    max_batch_mb: int
     embedding_provider: str
     embedding_model: str
     embedding_batch_size: int

@@ -40,6 +40,8 @@ MTIME_LAG_NS = 5_000_000_000
 # A failed prune run (e.g. the graph server down) is retried after 30 s, 60 s, ... at most
 # 15 min; ingestion goes on meanwhile instead of waiting behind it.
 PRUNE_BACKOFF_S = 30.0
+DEFAULT_MAX_ITEMS = 1000
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 PRUNE_BACKOFF_MAX_S = 900.0
 
 
@@ -124,13 +126,39 @@ def prune_retry_at(instance: dg.DagsterInstance) -> float:
     return ended + min(PRUNE_BACKOFF_MAX_S, PRUNE_BACKOFF_S * 2 ** (failures - 1))
 
 
-def choose_batch(pending: list[str], cold: bool) -> tuple[list[str], list[str]]:
+def choose_batch(
+    pending: list[str],
+    cold: bool,
+    max_items: int = DEFAULT_MAX_ITEMS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    sizes: dict[str, int] | None = None,
+) -> tuple[list[str], list[str]]:
     """The keys of the next run and the keys left waiting, from ``pending`` (in order).
 
-    Pure on purpose: the one place that decides what goes into a run.
+    Pure on purpose: the one place that decides what goes into a run. A run holds at most
+    ``max_items`` items and ``max_bytes`` of item files (``sizes``; the first item always
+    goes, however large), so its memory is bounded; the rest wait for the next run.
     """
-    batch = pending[:COLD_START_BATCH] if cold else list(pending)
+    limit = min(max_items, COLD_START_BATCH) if cold else max_items
+    batch, total = [], 0
+    for key in pending[:limit]:
+        size = (sizes or {}).get(key, 0)
+        if batch and total + size > max_bytes:
+            break
+        batch.append(key)
+        total += size
     return batch, pending[len(batch) :]
+
+
+def file_sizes(raw_store: RawItemStore, keys: list[str]) -> dict[str, int]:
+    """Sizes of the item files of ``keys`` (a vanished file counts 0)."""
+    sizes = {}
+    for key in keys:
+        try:
+            sizes[key] = raw_store.path_for(key).stat().st_size
+        except OSError:
+            sizes[key] = 0
+    return sizes
 
 
 def range_request(
@@ -157,7 +185,10 @@ def range_request(
 
 
 def build_raw_item_files_sensor(
-    mode: str = "streaming", job: "UnresolvedAssetJobDefinition | None" = None
+    mode: str = "streaming",
+    job: "UnresolvedAssetJobDefinition | None" = None,
+    max_items: int = DEFAULT_MAX_ITEMS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> dg.SensorDefinition:
     """The sensor for PIPELINE_MODE ``mode``: streaming ingests during the crawl, batch after it.
 
@@ -179,13 +210,17 @@ def build_raw_item_files_sensor(
     )
     def raw_item_files(context: dg.SensorEvaluationContext, raw_store: RawItemStore):
         """Turns new item files into partitions and micro-batched ingestion runs."""
-        return evaluate_files(context, raw_store, mode)
+        return evaluate_files(context, raw_store, mode, max_items, max_bytes)
 
     return raw_item_files
 
 
 def evaluate_files(
-    context: dg.SensorEvaluationContext, raw_store: RawItemStore, mode: str
+    context: dg.SensorEvaluationContext,
+    raw_store: RawItemStore,
+    mode: str,
+    max_items: int = DEFAULT_MAX_ITEMS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> dg.SensorResult:
     """One tick: register new partitions; request one run for all waiting items unless blocked.
 
@@ -242,9 +277,11 @@ def evaluate_files(
     position = {key: index for index, key in enumerate(order)}
     pending.sort(key=position.__getitem__)
     now = time.time()
-    # Batch mode promises one run for everything after the crawl: no cold-start cap there.
+    # Batch mode ingests after the crawl with no cold-start cap; past MAX_BATCH_ITEMS or
+    # MAX_BATCH_MB it takes several runs, one after the other (same stored result).
     cold = mode == "streaming" and now - cursor.last_request_at > QUIET_SPELL_S
-    batch, cursor.pending = choose_batch(pending, cold)
+    sizes = file_sizes(raw_store, pending[:max_items])
+    batch, cursor.pending = choose_batch(pending, cold, max_items, max_bytes, sizes)
     cursor.batches += 1
     cursor.last_request_at = now
     if cursor.batches % 100 == 1:

@@ -109,7 +109,7 @@ def test_garbled_cursor_is_treated_as_empty(instance, tmp_path):
     assert len(evaluate(instance, raw, cursor="not json").run_requests) == 1
 
 
-def test_ten_thousand_files_give_one_run(instance, tmp_path):
+def test_ten_thousand_files_give_capped_runs(instance, tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     for i in range(10_000):
@@ -118,12 +118,12 @@ def test_ten_thousand_files_give_one_run(instance, tmp_path):
     # A cold start: a small first batch, so the first vectors are stored within seconds...
     assert [r.tags["rag/batch_items"] for r in result.run_requests] == ["8"]
     assert len(instance.get_dynamic_partitions("items")) == 10_000
-    # ...and everything else in ONE run on the next tick.
+    # ...and the rest in runs of MAX_BATCH_ITEMS (1000 by default): bounded memory per run.
     rest = evaluate(instance, raw, result.cursor)
-    assert [r.tags["rag/batch_items"] for r in rest.run_requests] == ["9992"]
+    assert [r.tags["rag/batch_items"] for r in rest.run_requests] == ["1000"]
     order = instance.get_dynamic_partitions("items")
     assert rest.run_requests[0].tags[RANGE_START] == order[8]
-    assert rest.run_requests[0].tags[RANGE_END] == order[-1]
+    assert rest.run_requests[0].tags[RANGE_END] == order[1007]
 
 
 def test_batch_mode_waits_for_the_crawl_then_takes_everything(instance, tmp_path):

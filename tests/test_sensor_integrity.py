@@ -89,3 +89,35 @@ def test_the_prune_is_retried_after_the_backoff(instance, tmp_path, monkeypatch)
     # Two failures in a row: the wait doubles.
     add_prune_run(instance, dg.DagsterRunStatus.FAILURE)
     assert not evaluate(instance, raw).run_requests
+
+
+def test_batches_are_capped_by_items_and_bytes(instance, tmp_path):  # noqa: F811
+    raw = tmp_path / "raw"
+    for i in range(25):
+        write_page(raw, f"http://site.test/p{i}", f"P{i}", "<p>x</p>")
+    capped = build_raw_item_files_sensor("batch", max_items=10, max_bytes=10**9)
+    sizes, cursor = [], None
+    for _ in range(4):
+        result = evaluate(instance, raw, cursor, sensor=capped)
+        cursor = result.cursor
+        sizes += [int(r.tags["rag/batch_items"]) for r in result.run_requests]
+    # Batch mode still takes everything, in runs of at most MAX_BATCH_ITEMS.
+    assert sizes == [10, 10, 5]
+    big = build_raw_item_files_sensor("batch", max_items=100, max_bytes=3 * 1024)
+    raw2 = tmp_path / "raw2"
+    for i in range(6):
+        write_page(raw2, f"http://big.test/p{i}", f"B{i}", "<p>" + "y" * 1500 + "</p>")
+    with dg.instance_for_test() as other:
+        first = evaluate(other, raw2, sensor=big)
+        assert first.run_requests[0].tags["rag/batch_items"] == "1"  # ~1.8 kB each, 3 kB cap
+
+
+def test_choose_batch_always_takes_one_and_keeps_order():
+    from sensors.raw_item_files import choose_batch
+
+    assert choose_batch(["a", "b", "c"], False, 2, 10**9, {}) == (["a", "b"], ["c"])
+    assert choose_batch(["a", "b"], False, 10, 5, {"a": 50, "b": 1}) == (["a"], ["b"])
+    assert choose_batch(["a", "b", "c"], False, 10, 5, {"a": 2, "b": 2, "c": 2}) == (
+        ["a", "b"],
+        ["c"],
+    )
