@@ -20,7 +20,13 @@ from scrapy.settings import Settings
 
 from crawler.content import canonical_http_url
 from crawler.middlewares import STAT_REFUSED, STAT_REFUSED_URLS
-from crawler.spiders.site import STAT_GONE, SiteSpider
+from crawler.spiders.site import (
+    STAT_FAILED,
+    STAT_GONE,
+    STAT_OK_HOSTS,
+    STAT_START_FAILURES,
+    SiteSpider,
+)
 from rag_core.redact import install_masking, mask_value
 
 logger = logging.getLogger("crawler.cli")
@@ -171,6 +177,9 @@ def summarise(stats: dict[str, Any], elapsed: float) -> dict[str, Any]:
         "gone_urls": list(stats.get(STAT_GONE) or []),
         "refused_internal_address": stats.get(STAT_REFUSED, 0),
         "refused_urls": list(stats.get(STAT_REFUSED_URLS) or []),
+        "failed_urls": sorted(stats.get(STAT_FAILED) or []),
+        "ok_hosts": sorted(stats.get(STAT_OK_HOSTS) or []),
+        "start_failures": dict(stats.get(STAT_START_FAILURES) or {}),
         "finish_reason": stats.get("finish_reason"),
         "elapsed_seconds": round(stats.get("elapsed_time_seconds", elapsed), 3),
     }
@@ -231,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary["pages_crawled"],
         len(summary["gone_urls"]),
     )
+    for url, why in summary["start_failures"].items():
+        logger.error("Start URL failed: %s (%s)", url, why)
     return 0 if ok else 1
 
 

@@ -6,7 +6,6 @@ from typing import Optional
 import dagster as dg
 
 from rag_core import prune
-from rag_core.ids import item_key
 from resources.raw_items import RawItemStore
 from resources.scrapy_crawler import ScrapyCrawler
 
@@ -39,15 +38,44 @@ def crawled_pages(
         context.log.info, start_urls=config.start_urls or None, max_pages=config.max_pages
     )
     gone = stats.get("gone_urls") or []
+    start_failures = stats.get("start_failures") or {}
+    evidence = prune.CrawlEvidence.from_stats(stats, crawler.seen_keys())
+    stored = {key for key, _ in raw_store.scan()}
+    complete = evidence.complete(stored)
     removals: dict[str, str] = {}
+    refusal = None
     if crawler.prune_removed:
-        stored = {key for key, _ in raw_store.scan()}
-        removals = prune.removal_plan(
-            stored, crawler.seen_keys(), {item_key(u) for u in gone}, bool(stats.get("complete"))
+        folder = raw_store.folder
+        plan = prune.plan_prune(
+            stored,
+            evidence,
+            prune.read_misses(folder),
+            after_misses=crawler.prune_after_misses,
+            max_fraction=crawler.prune_max_fraction,
+            confirmed=crawler.prune_confirm,
         )
-        prune.add_removals(raw_store.folder, removals)
-        if removals:
+        # A page reached again is not removed, even if an earlier crawl asked for it.
+        prune.withdraw_removals(folder, evidence.seen)
+        prune.add_removals(folder, plan.removals)
+        prune.write_misses(folder, plan.misses)
+        prune.write_refusal(folder, plan.refused)
+        removals, refusal = plan.removals, plan.refused
+        if refusal:
+            context.log.error(prune.describe_refusal(refusal))
+        elif removals:
             context.log.info(f"{len(removals)} page(s) gone from the site; removal requested")
+        if not complete:
+            context.log.warning(
+                "incomplete crawl (a start URL or a stored page failed, or it did not run to "
+                "the end): pages it did not reach are kept"
+            )
+    if start_failures:
+        # Fails the run (not retried: the crawl job's tags), so `rag run` exits non-zero.
+        raise dg.Failure(
+            description="the crawl's start URL(s) failed: "
+            + "; ".join(f"{url} ({why})" for url, why in start_failures.items()),
+            metadata={"start_failures": dg.MetadataValue.json(start_failures)},
+        )
     return dg.MaterializeResult(
         metadata={
             "start_urls": ", ".join(stats.get("start_urls", [])),
@@ -55,7 +83,9 @@ def crawled_pages(
             "pages_crawled": dg.MetadataValue.int(int(stats.get("pages_crawled", 0))),
             "gone_urls": dg.MetadataValue.int(len(gone)),
             "items_unchanged": dg.MetadataValue.int(int(stats.get("items_unchanged", 0))),
-            "complete_crawl": bool(stats.get("complete")),
+            "complete_crawl": complete,
+            "failed_requests": dg.MetadataValue.int(len(evidence.failed_urls)),
+            "prune_refused": prune.describe_refusal(refusal) if refusal else "no",
             "resumed": bool(stats.get("resumed")),
             "removals_requested": dg.MetadataValue.int(len(removals)),
             "finish_reason": str(stats.get("finish_reason", "")),

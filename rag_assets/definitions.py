@@ -53,6 +53,9 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             max_download_bytes=settings.crawl_max_download_bytes,
             max_links_per_page=settings.crawl_max_links_per_page,
             max_url_length=settings.crawl_max_url_length,
+            prune_after_misses=settings.prune_after_misses,
+            prune_max_fraction=settings.prune_max_fraction,
+            prune_confirm=settings.prune_confirm,
         ),
     }
 
@@ -76,7 +79,14 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         + ([graph_pages] if graph else []),
         asset_checks=embedding_checks,
         jobs=[crawl_job, ingest_job, prune_job] + ([graph_catch_up_job] if graph else []),
-        sensors=[build_raw_item_files_sensor(settings.pipeline_mode, ingest_job)]
+        sensors=[
+            build_raw_item_files_sensor(
+                settings.pipeline_mode,
+                ingest_job,
+                max_items=settings.max_batch_items,
+                max_bytes=settings.max_batch_mb * 1024 * 1024,
+            )
+        ]
         + ([graph_catch_up] if graph else []),
         resources=build_resources(settings)
         | ({"graph": build_graph_resource(settings)} if graph else {}),

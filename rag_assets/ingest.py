@@ -2,10 +2,12 @@
 
 Every asset handles all partitions of its run at once (``BackfillPolicy.single_run``):
 a run carries the batch of items the sensor found, and the embedding model
-encodes all their chunks in shared batches. Each asset writes its own DuckDB
-table, replacing the batch's rows in one transaction, so every rerun is safe. A
-broken item is recorded in ``ingest_errors`` (item, stage, error) and skipped;
-it never fails the rest of its batch.
+encodes all their chunks in shared batches. raw_items writes its table; documents and
+chunks write staging tables, and embeddings swaps each item's document, chunks and
+vectors in together, in one transaction (store.publish_items): readers see a page's old
+version or its new one, never neither and never a mix. Every write replaces the batch's
+rows, so every rerun is safe. A broken item is recorded in ``ingest_errors`` (item,
+stage, error) and skipped; it never fails the rest of its batch.
 """
 
 import time
@@ -16,8 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 import dagster as dg
 
 from rag_assets.crawl import crawled_pages
-from rag_assets.partitions import items_partitions
+from rag_assets.partitions import ITEMS_PARTITIONS_NAME, items_partitions
 from rag_core import ids, store
+from rag_core.batches import MANIFEST_TAG, read_manifest
 from rag_core.extraction import extract_document
 from rag_core.items import ItemFileError
 from resources.chunker import TokenChunker
@@ -49,6 +52,21 @@ def _item_asset(**kwargs):
         retry_policy=RETRY,
         **kwargs,
     )
+
+
+def batch_keys(context: dg.AssetExecutionContext, raw_store: RawItemStore) -> list[str]:
+    """The exact items this run was requested for: its manifest's keys (rag_core.batches),
+    less any pruned since; without a manifest (a run launched by hand), its partition range."""
+    batch_id = context.run.tags.get(MANIFEST_TAG)
+    if not batch_id:
+        return list(context.partition_keys)
+    try:
+        keys = read_manifest(raw_store.folder, batch_id)
+    except (OSError, ValueError) as exc:
+        context.log.warning(f"batch manifest unusable ({exc}); using the partition range")
+        return list(context.partition_keys)
+    live = set(context.instance.get_dynamic_partitions(ITEMS_PARTITIONS_NAME))
+    return [key for key in keys if key in live]
 
 
 def _in_list(column: str = "item_id") -> str:
@@ -97,7 +115,7 @@ def raw_items(
 ) -> dg.MaterializeResult:
     """Crawled pages, validated from their item files, as rows of the raw_items table."""
     started = time.monotonic()
-    keys = context.partition_keys
+    keys = batch_keys(context, raw_store)
     rows, errors = [], {}
     for key in keys:
         try:
@@ -162,7 +180,7 @@ def documents(
 ) -> dg.MaterializeResult:
     """Main text of each page (boilerplate removed, structure kept) with its content hash."""
     started = time.monotonic()
-    keys = context.partition_keys
+    keys = batch_keys(context, raw_store)
     valid = {
         row[0] for row in _select(duckdb, f"SELECT item_id FROM raw_items WHERE {_in_list()}", keys)
     }
@@ -192,15 +210,10 @@ def documents(
                 item.fetched_at,
             )
         )
+    # Staged, not published: the embeddings stage swaps document, chunks and vectors in
+    # together. Every key's staged row is replaced, so a failed item leaves no stale one.
     duckdb.store_stage(
-        "documents",
-        keys,
-        "documents",
-        DOC_COLUMNS,
-        rows,
-        [r[0] for r in rows],
-        errors,
-        context.run_id,
+        "documents", keys, "staged_documents", DOC_COLUMNS, rows, keys, errors, context.run_id
     )
     preview = rows[0][3][:PREVIEW_CHARS] if rows else "(none)"
     return dg.MaterializeResult(
@@ -226,15 +239,18 @@ CHUNK_COLUMNS = (
 
 @_item_asset(kinds={"python", "duckdb"}, deps=[documents])
 def chunks(
-    context: dg.AssetExecutionContext, chunker: TokenChunker, duckdb: DuckDBStore
+    context: dg.AssetExecutionContext,
+    chunker: TokenChunker,
+    duckdb: DuckDBStore,
+    raw_store: RawItemStore,
 ) -> dg.MaterializeResult:
     """Heading-aware chunks that fit the embedding model's max_seq_length, with stable ids."""
     started = time.monotonic()
-    keys = context.partition_keys
+    keys = batch_keys(context, raw_store)
     limit = chunker.max_tokens
     docs = _select(
         duckdb,
-        f"SELECT item_id, title, text, content_hash FROM documents WHERE {_in_list()}",
+        f"SELECT item_id, title, text, content_hash FROM staged_documents WHERE {_in_list()}",
         keys,
     )
     rows, errors, chunked = [], {}, []
@@ -258,7 +274,7 @@ def chunks(
                 )
             )
     duckdb.store_stage(
-        "chunks", keys, "chunks", CHUNK_COLUMNS, rows, chunked, errors, context.run_id
+        "chunks", keys, "staged_chunks", CHUNK_COLUMNS, rows, keys, errors, context.run_id
     )
     tokens = [r[5] for r in rows]
     return dg.MaterializeResult(
@@ -279,16 +295,14 @@ def chunks(
 def _store_vectors(
     duckdb: DuckDBStore, group: list[tuple], vectors: dict, cached: dict, info
 ) -> None:
-    """Replace the vectors of the group's items in one transaction (computed or reused)."""
+    """Publish the group's items: their staged document and chunks with these vectors
+    (computed or reused), all in one transaction."""
     out = [
         (r[0], r[1], info.name, vectors[r[0]] if r[0] in vectors else list(cached[r[0]]))
         for r in group
     ]
     dim = len(out[0][3]) if out else info.dimension
-    duckdb.replace_items(
-        "embeddings", sorted({r[1] for r in group}), ("chunk_id", "item_id", "model", "embedding"),
-        out, dim,
-    )  # fmt: skip
+    duckdb.publish(sorted({r[1] for r in group}), DOC_COLUMNS, CHUNK_COLUMNS, out, dim)
 
 
 def _observe_items(
@@ -356,15 +370,18 @@ def _groups_of_whole_items(rows: list[tuple], first: int, size: int) -> list[lis
 
 @_item_asset(kinds={"pytorch", "duckdb"}, deps=[chunks])
 def embeddings(
-    context: dg.AssetExecutionContext, embedder: SentenceTransformerEmbedder, duckdb: DuckDBStore
+    context: dg.AssetExecutionContext,
+    embedder: SentenceTransformerEmbedder,
+    duckdb: DuckDBStore,
+    raw_store: RawItemStore,
 ) -> dg.MaterializeResult:
     """Normalised sentence-transformers vectors, one per chunk, batched across the run's items."""
     started = time.monotonic()
-    keys = context.partition_keys
+    keys = batch_keys(context, raw_store)
     info = embedder.info
     rows = _select(
         duckdb,
-        f"SELECT chunk_id, item_id, text FROM chunks WHERE {_in_list()} "
+        f"SELECT chunk_id, item_id, text FROM staged_chunks WHERE {_in_list()} "
         "ORDER BY item_id, chunk_index",
         keys,
     )
@@ -405,12 +422,8 @@ def embeddings(
             embedded += len(todo)
             reused += len(group) - len(todo)
             first_stored_at = first_stored_at or time.time()
-    # Items of the batch without chunks (their document failed or is gone) keep no vectors.
-    with_chunks = {r[1] for r in rows}
-    stale = [k for k in keys if k not in with_chunks]
-    if stale:
-        with duckdb.write() as con:
-            store.delete_items(con, "embeddings", stale)
+    # Items of the batch without staged chunks (their document or chunking failed) keep
+    # their published version whole: a broken re-fetch never loses stored data.
     _observe_items(context, duckdb, keys, info.name)
     return dg.MaterializeResult(
         metadata={

@@ -54,7 +54,10 @@ graph_catch_up_job = dg.define_asset_job(
 crawl_job = dg.define_asset_job(
     CRAWL_JOB_NAME,
     selection=[crawled_pages],
-    tags={LANE_TAG: "crawl"},
+    # A killed crawl run is retried (it resumes from its JOBDIR), but a crawl that failed on
+    # its own (the start URLs failed) is not: retrying a site that is down only delays the
+    # error `rag run` reports.
+    tags={LANE_TAG: "crawl", "dagster/retry_on_asset_or_op_failure": "false"},
     description="Crawl the site with Scrapy; item files appear in data/raw as pages arrive.",
 )
 
@@ -63,6 +66,8 @@ crawl_job = dg.define_asset_job(
 prune_job = dg.define_asset_job(
     PRUNE_JOB_NAME,
     selection=["removed_pages"],
-    tags={LANE_TAG: "ingest"},
+    # A failed prune is not retried at once by the daemon: the sensor backs off and asks again
+    # (sensors/raw_item_files.py), and ingestion goes on meanwhile.
+    tags={LANE_TAG: "ingest", "dagster/retry_on_asset_or_op_failure": "false"},
     description="Remove pages that are gone from the site (PRUNE_REMOVED=true).",
 )

@@ -5,8 +5,36 @@ import time
 import dagster as dg
 
 from rag_assets.crawl import crawled_pages
+from rag_assets.jobs import LANE_TAG
 from rag_assets.partitions import ITEMS_PARTITIONS_NAME
 from rag_core import prune, store
+
+RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+# The daemon retries a failed run within seconds; a failure older than this gets no retry.
+RETRY_WINDOW_S = 600.0
+FINAL = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+
+
+def held_partitions(instance: dg.DagsterInstance, this_run: str) -> set[str]:
+    """Range boundaries of ingest-lane runs that may still execute (in flight, or failed with
+    a retry to come): deleting such a partition would make that run's range unresolvable."""
+    records = instance.get_run_records(filters=dg.RunsFilter(tags={LANE_TAG: "ingest"}), limit=200)
+    parents = {r.dagster_run.tags.get("dagster/parent_run_id") for r in records}
+    retries = instance.run_retries_max_retries if instance.run_retries_enabled else 0
+    held: set[str] = set()
+    for record in records:
+        run = record.dagster_run
+        if run.run_id == this_run:
+            continue
+        retriable = (
+            run.status == dg.DagsterRunStatus.FAILURE
+            and run.run_id not in parents
+            and int(run.tags.get("dagster/retry_number", "0")) < retries
+            and time.time() - (record.end_time or 0) < RETRY_WINDOW_S
+        )
+        if run.status not in FINAL or retriable:
+            held.update(run.tags[t] for t in RANGE_TAGS if t in run.tags)
+    return held
 
 DESCRIPTION = (
     "Pages the last crawl showed to be gone (404/410, or not reached by a complete crawl), "
@@ -42,20 +70,31 @@ def build_removed_pages(with_graph: bool = False) -> dg.AssetsDefinition:
             else {}
         )
         with duckdb.write() as con:  # one transaction: a page is gone from every table or none
-            for table in (*store.ITEM_TABLES, "ingest_errors"):
+            for table in (*store.ITEM_TABLES, *store.STAGING_TABLES, "ingest_errors"):
                 store.delete_items(con, table, keys)
         if with_graph and keys:
             context.resources.graph.write_pages([], removed=keys)
+        held = held_partitions(context.instance, context.run_id) & set(keys)
         for key in keys:
             raw_store.path_for(key).unlink(missing_ok=True)
-            context.instance.delete_dynamic_partition(ITEMS_PARTITIONS_NAME, key)
-        prune.clear_removals(raw_store.folder, set(keys))
+            if key not in held:
+                context.instance.delete_dynamic_partition(ITEMS_PARTITIONS_NAME, key)
+        # A held partition stays requested: the next prune deletes it once its run is done.
+        prune.clear_removals(raw_store.folder, {k: v for k, v in plan.items() if k not in held})
         context.log.info(f"removed {len(keys)} page(s) gone from the site")
+        if held:
+            # Failing makes the sensor back off and request the prune again later (no loop).
+            raise dg.Failure(
+                description=f"{len(held)} partition(s) kept until a run that may still retry "
+                "is done; the next prune deletes them",
+                metadata={"held": dg.MetadataValue.json(sorted(held))},
+            )
         lines = [f"| `{k}` | {urls.get(k, '')} | {plan[k]} |" for k in keys[:50]]
         table = "| item | url | reason |\n| --- | --- | --- |\n" + "\n".join(lines)
         return dg.MaterializeResult(
             metadata={
                 "removed": dg.MetadataValue.int(len(keys)),
+                "partitions_held": dg.MetadataValue.int(len(held)),
                 "pages": dg.MetadataValue.md(table if lines else "nothing to remove"),
                 "elapsed_s": dg.MetadataValue.float(round(time.monotonic() - started, 3)),
             }

@@ -21,6 +21,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides["START_URLS"] = ",".join(args.start_url)
     if args.max_pages is not None:
         overrides["CLOSESPIDER_PAGECOUNT"] = str(args.max_pages)
+    if args.confirm_prune:
+        overrides["PRUNE_CONFIRM"] = "true"
     settings = apply_overrides(overrides)
     print(f"rag run: mode={settings.pipeline_mode}, data in {settings.data_dir}", flush=True)
     try:
@@ -40,8 +42,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.json_summary:
         with open(args.json_summary, "w") as handle:
             json.dump(summary, handle, indent=2)
+    if summary.get("start_failures"):
+        failed = "; ".join(f"{url} ({why})" for url, why in summary["start_failures"].items())
+        print(
+            f"rag run failed: the crawl's start URL(s) failed: {failed}. Nothing was pruned.",
+            file=sys.stderr,
+        )
+        return 1
     if summary["crawl_status"] != "SUCCESS":
         print(f"rag run failed: the crawl run ended {summary['crawl_status']}", file=sys.stderr)
+        return 1
+    if summary.get("prune_refused"):
+        print(f"rag run failed: {summary['prune_refused']}", file=sys.stderr)
         return 1
     if summary["failed_runs"]:
         print(f"rag run failed: {summary['failed_runs']} ingestion run(s) failed", file=sys.stderr)
@@ -106,13 +118,23 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from rag_core.redact import mask_value
-    from rag_core.status import crawl_refusals, dagster_status, recent_errors, store_counts
+    from rag_core.status import (
+        crawl_refusals,
+        dagster_status,
+        prune_status,
+        recent_errors,
+        store_counts,
+    )
 
     settings = load_settings()
     counts = store_counts(settings.raw_dir, settings.duckdb_path)
     errors = recent_errors(settings.duckdb_path) if args.errors else None
     refused = crawl_refusals(settings.crawl_state_dir) if args.errors else None
-    report = {"counts": counts.as_dict(), "dagster": dagster_status(settings.dagster_home)}
+    report = {
+        "counts": counts.as_dict(),
+        "dagster": dagster_status(settings.dagster_home),
+        "prune": prune_status(settings.raw_dir),
+    }
     if errors is not None:
         report["errors"] = errors
         report["crawl_refused"] = refused
@@ -133,6 +155,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"Runs: {runs} ({dag['runs_in_flight']} in flight)")
     else:
         print(f"No Dagster instance yet at {settings.dagster_home}")
+    prune = report["prune"]
+    if prune["pending_removals"]:
+        print(f"Removals pending: {prune['pending_removals']}")
+    if prune["refused"]:
+        print(prune["refused"])
     if errors is not None:
         if not errors:
             print("No errors recorded.")
@@ -207,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--start-url", action="append", metavar="URL", help="START_URLS (repeatable)")
     run.add_argument(
         "--max-pages", type=int, metavar="N", help="CLOSESPIDER_PAGECOUNT (0 = no limit)"
+    )
+    run.add_argument(
+        "--confirm-prune",
+        action="store_true",
+        help="allow this run's prune to remove more than PRUNE_MAX_FRACTION of the pages",
     )
     run.add_argument("--json-summary", metavar="PATH", help="also write the summary as JSON")
     run.add_argument(

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from rag_core.instance import open_instance
 from rag_core.items import scan_item_files
-from rag_core.prune import read_removals
+from rag_core.prune import describe_refusal, read_refusal, read_removals
 from rag_core.redact import mask_secrets
 from rag_core.session import (
     SESSION_ENV,
@@ -463,6 +463,20 @@ def _failed_runs(ingest_records, now: float, grace_s: float = 30.0) -> tuple[lis
     return pending, final
 
 
+def crawl_problems(settings: Settings, since: float) -> dict:
+    """Why this session's crawl proves nothing: its failed start URLs (from its statistics)."""
+    import json
+
+    stats_file = settings.crawl_state_dir / "last_crawl_stats.json"
+    try:
+        if stats_file.stat().st_mtime < since:
+            return {"start_failures": {}}
+        stats = json.loads(stats_file.read_text())
+    except (OSError, ValueError):
+        return {"start_failures": {}}
+    return {"start_failures": dict(stats.get("start_failures") or {})}
+
+
 def _watch(settings, home, crawl_run_id, started_at, wall_start, services, reporter) -> dict:
 
     deadline = time.monotonic() + settings.run_timeout_seconds
@@ -503,7 +517,12 @@ def _watch(settings, home, crawl_run_id, started_at, wall_start, services, repor
         if mtime_ns / 1e9 >= wall_start
     ]  # fmt: skip
     first_file = min(new_mtimes) if new_mtimes else None
+    refusal = read_refusal(settings.raw_dir)
     return {
+        **crawl_problems(settings, wall_start),
+        "prune_refused": (
+            describe_refusal(refusal) if refusal and refusal.get("at", 0) >= wall_start else ""
+        ),
         **counts,
         "pages": counts["files"],
         "wall_time_s": round(time.time() - wall_start, 1),

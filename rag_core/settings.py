@@ -64,6 +64,16 @@ def _integer(minimum: int, maximum: int | None = None) -> Callable[[str, str], i
     return parse
 
 
+def _fraction(name: str, value: str) -> float:
+    try:
+        number = float(value.strip())
+    except ValueError:
+        number = None
+    if number is None or not 0.0 <= number <= 1.0:
+        raise _bad(name, value, "a number from 0 to 1 (e.g. 0.2 for 20 %)")
+    return number
+
+
 def _text(name: str, value: str) -> str:
     return value.strip()
 
@@ -258,6 +268,45 @@ VARIABLES: tuple[Variable, ...] = (
         "crawl",
     ),
     Variable(
+        "PRUNE_AFTER_MISSES",
+        "2",
+        _integer(1, 1000),
+        "a page not reached is removed only after this many consecutive complete crawls "
+        "missed it (404/410 on a host that answers is removed at once)",
+        "crawl",
+    ),
+    Variable(
+        "PRUNE_MAX_FRACTION",
+        "0.2",
+        _fraction,
+        "a prune that would remove more than this share of the stored pages is refused "
+        "(rag run exits non-zero) until confirmed with `rag run --confirm-prune`",
+        "crawl",
+    ),
+    Variable(
+        "PRUNE_CONFIRM",
+        "false",
+        _boolean,
+        "allow a prune above PRUNE_MAX_FRACTION; set for one run by `rag run --confirm-prune`, "
+        "do not leave it on",
+        "crawl",
+    ),
+    Variable(
+        "MAX_BATCH_ITEMS",
+        "1000",
+        _integer(1, 1_000_000),
+        "most items in one ingestion run (more wait for the next run): bounds a run's memory",
+        "concurrency",
+    ),
+    Variable(
+        "MAX_BATCH_MB",
+        "256",
+        _integer(1, 1_000_000),
+        "most megabytes of item files in one ingestion run (a single larger file still runs "
+        "alone)",
+        "concurrency",
+    ),
+    Variable(
         "EMBEDDING_PROVIDER",
         "sentence-transformers",
         _choice("sentence-transformers"),
@@ -402,6 +451,11 @@ class Settings:
     crawl_concurrency: int
     crawl_autothrottle: bool
     prune_removed: bool
+    prune_after_misses: int
+    prune_max_fraction: float
+    prune_confirm: bool
+    max_batch_items: int
+    max_batch_mb: int
     embedding_provider: str
     embedding_model: str
     embedding_batch_size: int

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rag_core import store
+from rag_core import prune, store
 from rag_core.instance import open_instance
 from rag_core.items import scan_item_files
 from rag_core.redact import mask_secrets
@@ -131,4 +131,13 @@ def crawl_refusals(crawl_state_dir: Path) -> dict:
     return {
         "count": int(stats.get("refused_internal_address") or 0),
         "urls": [mask_secrets(str(url)) for url in stats.get("refused_urls") or []],
+    }
+
+
+def prune_status(raw_dir: Path) -> dict:
+    """Pending removals and the last refused prune (empty string when none)."""
+    refused = prune.read_refusal(raw_dir)
+    return {
+        "pending_removals": len(prune.read_removals(raw_dir)),
+        "refused": prune.describe_refusal(refused) if refused else "",
     }

@@ -126,6 +126,7 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
 def ensure_schema(con: duckdb.DuckDBPyConnection, dim: int | None = None) -> None:
     """Create the tables if missing; the embeddings table needs the model's dimension."""
     con.execute(SCHEMA)
+    con.execute(STAGING_SCHEMA)
     if dim is not None:
         con.execute(EMBEDDINGS_DDL.format(dim=int(dim)))
         stored = embeddings_dimension(con)
@@ -171,3 +172,68 @@ def insert_rows(
     column_values = [list(values) for values in zip(*rows, strict=True)]
     placeholders = ", ".join(f"unnest(${i + 1})" for i in range(len(columns)))
     con.execute(f"INSERT INTO {table} ({', '.join(columns)}) SELECT {placeholders}", column_values)
+
+
+# -- staging: a page's new version is built aside and swapped in whole --------------------------
+#
+# The documents and chunks stages write here, not to the tables readers use; the embeddings
+# stage then replaces an item's documents, chunks and embeddings rows in ONE transaction
+# (publish_items). A reader sees a page's old version or its new one, never neither (new
+# chunks without vectors) and never a mix (a new document with old chunks).
+STAGING_SCHEMA = """
+CREATE TABLE IF NOT EXISTS staged_documents (
+    item_id VARCHAR PRIMARY KEY,
+    url VARCHAR NOT NULL,
+    title VARCHAR,
+    text VARCHAR NOT NULL,
+    content_hash VARCHAR NOT NULL,
+    word_count INTEGER,
+    headings VARCHAR[],
+    fetched_at VARCHAR
+);
+CREATE TABLE IF NOT EXISTS staged_chunks (
+    chunk_id VARCHAR PRIMARY KEY,
+    item_id VARCHAR NOT NULL,
+    chunk_index INTEGER NOT NULL,
+    heading VARCHAR,
+    text VARCHAR NOT NULL,
+    token_count INTEGER NOT NULL,
+    content_hash VARCHAR NOT NULL
+);
+"""
+STAGING_TABLES = ("staged_documents", "staged_chunks")
+
+
+def publish_items(
+    con: duckdb.DuckDBPyConnection,
+    item_ids: Sequence[str],
+    doc_columns: Sequence[str],
+    chunk_columns: Sequence[str],
+    vector_rows: Sequence[tuple],
+) -> None:
+    """Inside the caller's transaction: make the staged version of ``item_ids`` (with their
+    vectors) the published one in documents, chunks and embeddings, and clear it from
+    staging. Items without a staged document keep their published one."""
+    ids = list(item_ids)
+    if not ids:
+        return
+    docs, cols = ", ".join(doc_columns), ", ".join(chunk_columns)
+    staged_docs = (
+        "SELECT item_id FROM staged_documents WHERE item_id IN (SELECT unnest(?))"
+    )
+    con.execute(f"DELETE FROM documents WHERE item_id IN ({staged_docs})", [ids])
+    con.execute(
+        f"INSERT INTO documents ({docs}) SELECT {docs} FROM staged_documents "
+        "WHERE item_id IN (SELECT unnest(?))",
+        [ids],
+    )
+    delete_items(con, "chunks", ids)
+    con.execute(
+        f"INSERT INTO chunks ({cols}) SELECT {cols} FROM staged_chunks "
+        "WHERE item_id IN (SELECT unnest(?))",
+        [ids],
+    )
+    delete_items(con, "embeddings", ids)
+    insert_rows(con, "embeddings", ("chunk_id", "item_id", "model", "embedding"), vector_rows)
+    for table in STAGING_TABLES:
+        delete_items(con, table, ids)

@@ -74,6 +74,19 @@ class DuckDBStore(dg.ConfigurableResource):
             store.insert_rows(con, table, columns, rows)
             _replace_errors(con, stage, batch, errors, run_id)
 
+    def publish(
+        self,
+        item_ids: Sequence[str],
+        doc_columns: Sequence[str],
+        chunk_columns: Sequence[str],
+        vector_rows: Sequence[tuple],
+        dim: int | None = None,
+    ) -> None:
+        """Swap in the staged version of ``item_ids`` with their vectors, in one transaction
+        (store.publish_items)."""
+        with self.write(dim) as con:
+            store.publish_items(con, item_ids, doc_columns, chunk_columns, vector_rows)
+
     def record_errors(
         self, stage: str, item_ids: Sequence[str], errors: dict[str, str], run_id: str
     ) -> None:

@@ -113,6 +113,9 @@ class ScrapyCrawler(dg.ConfigurableResource):
     max_download_bytes: int = 8 * 1024 * 1024
     max_links_per_page: int = 2000
     max_url_length: int = 2083
+    prune_after_misses: int = 2
+    prune_max_fraction: float = 0.2
+    prune_confirm: bool = False
 
     @property
     def stats_file(self) -> Path:
@@ -216,7 +219,11 @@ class ScrapyCrawler(dg.ConfigurableResource):
         stats = json.loads(self.stats_file.read_text()) if self.stats_file.is_file() else {}
         stats["start_urls"] = [mask_secrets(url) for url in urls]
         stats["resumed"] = resumed
-        stats["complete"] = not resumed and pages == 0 and stats.get("finish_reason") == "finished"
+        # Ran to the end from scratch; whether that makes it a *complete* crawl (one whose
+        # misses may prune) also depends on failed requests: rag_core.prune.CrawlEvidence.
+        stats["ran_to_end"] = (
+            not resumed and pages == 0 and stats.get("finish_reason") == "finished"
+        )
         return stats
 
     def seen_keys(self) -> set[str]:

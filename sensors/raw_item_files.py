@@ -10,6 +10,7 @@ import dagster as dg
 from rag_assets.jobs import INGEST_JOB_NAME, LANE_TAG, PRUNE_JOB_NAME, ingest_job, prune_job
 from rag_assets.partitions import ITEMS_PARTITIONS_NAME
 from rag_core import prune
+from rag_core.batches import MANIFEST_TAG, remove_old_manifests, write_manifest
 from resources.raw_items import RawItemStore
 
 if TYPE_CHECKING:
@@ -32,9 +33,16 @@ IN_FLIGHT = [
 COLD_START_BATCH = 8
 QUIET_SPELL_S = 60.0
 
-# Files whose mtime is within this lag of the newest one are re-examined on the next tick:
+# Files whose mtime is within this lag of the scan's start are re-examined on the next tick:
 # an atomic rename keeps the temp file's mtime, so a file can appear slightly "in the past".
 MTIME_LAG_NS = 5_000_000_000
+
+# A failed prune run (e.g. the graph server down) is retried after 30 s, 60 s, ... at most
+# 15 min; ingestion goes on meanwhile instead of waiting behind it.
+PRUNE_BACKOFF_S = 30.0
+DEFAULT_MAX_ITEMS = 1000
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+PRUNE_BACKOFF_MAX_S = 900.0
 
 
 @dataclass
@@ -72,10 +80,16 @@ class FilesCursor:
             if mtime > self.watermark_ns and self.recent.get(key) != mtime
         ]
 
-    def advance(self, files: list[tuple[str, int]]) -> None:
-        """Mark every listed file as handled."""
+    def advance(self, files: list[tuple[str, int]], scan_started_ns: int) -> None:
+        """Mark every listed file as handled.
+
+        The watermark never passes the scan's start (less the lag): a file renamed in while
+        a slow scan ran may be missing from ``files`` yet older than the newest listed one,
+        and must still be found by the next tick.
+        """
         if files:
-            self.watermark_ns = max(self.watermark_ns, files[-1][1] - MTIME_LAG_NS)
+            newest = min(files[-1][1], scan_started_ns)
+            self.watermark_ns = max(self.watermark_ns, newest - MTIME_LAG_NS)
         self.recent = {key: mtime for key, mtime in files if mtime > self.watermark_ns}
 
 
@@ -96,10 +110,66 @@ def blocking_run(instance: dg.DagsterInstance, mode: str) -> str | None:
     return None
 
 
+def prune_retry_at(instance: dg.DagsterInstance) -> float:
+    """When a prune may be requested again (epoch s; 0 = now): exponential backoff after
+    consecutive failed prune runs, so a prune that keeps failing never starves ingestion."""
+    records = instance.get_run_records(filters=dg.RunsFilter(job_name=PRUNE_JOB_NAME), limit=8)
+    failures = 0
+    for record in records:  # newest first
+        if record.dagster_run.status != dg.DagsterRunStatus.FAILURE:
+            break
+        failures += 1
+    if not failures:
+        return 0.0
+    last = records[0]
+    ended = last.end_time or last.update_timestamp.timestamp()
+    return ended + min(PRUNE_BACKOFF_MAX_S, PRUNE_BACKOFF_S * 2 ** (failures - 1))
+
+
+def choose_batch(
+    pending: list[str],
+    cold: bool,
+    max_items: int = DEFAULT_MAX_ITEMS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    sizes: dict[str, int] | None = None,
+) -> tuple[list[str], list[str]]:
+    """The keys of the next run and the keys left waiting, from ``pending`` (in order).
+
+    Pure on purpose: the one place that decides what goes into a run. A run holds at most
+    ``max_items`` items and ``max_bytes`` of item files (``sizes``; the first item always
+    goes, however large), so its memory is bounded; the rest wait for the next run.
+    """
+    limit = min(max_items, COLD_START_BATCH) if cold else max_items
+    batch, total = [], 0
+    for key in pending[:limit]:
+        size = (sizes or {}).get(key, 0)
+        if batch and total + size > max_bytes:
+            break
+        batch.append(key)
+        total += size
+    return batch, pending[len(batch) :]
+
+
+def file_sizes(raw_store: RawItemStore, keys: list[str]) -> dict[str, int]:
+    """Sizes of the item files of ``keys`` (a vanished file counts 0)."""
+    sizes = {}
+    for key in keys:
+        try:
+            sizes[key] = raw_store.path_for(key).stat().st_size
+        except OSError:
+            sizes[key] = 0
+    return sizes
+
+
 def range_request(
-    keys_in_order: list[str], batch: list[str], tags: dict[str, str]
+    keys_in_order: list[str], batch: list[str], tags: dict[str, str], manifest: str
 ) -> dg.RunRequest:
-    """One run for every key of ``batch``: the partition range from its first to its last key."""
+    """One run for exactly the keys of ``batch``.
+
+    Dagster needs a partition range (from the batch's first to its last key in the partition
+    order, which never changes); the range may take in other keys, so the run's manifest
+    (rag_core.batches) names the exact keys the assets process.
+    """
     position = {key: index for index, key in enumerate(keys_in_order)}
     ordered = sorted(batch, key=position.__getitem__)
     return dg.RunRequest(
@@ -109,12 +179,16 @@ def range_request(
             "dagster/asset_partition_range_start": ordered[0],
             "dagster/asset_partition_range_end": ordered[-1],
             "rag/batch_items": str(len(ordered)),
+            MANIFEST_TAG: manifest,
         },
     )
 
 
 def build_raw_item_files_sensor(
-    mode: str = "streaming", job: "UnresolvedAssetJobDefinition | None" = None
+    mode: str = "streaming",
+    job: "UnresolvedAssetJobDefinition | None" = None,
+    max_items: int = DEFAULT_MAX_ITEMS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> dg.SensorDefinition:
     """The sensor for PIPELINE_MODE ``mode``: streaming ingests during the crawl, batch after it.
 
@@ -136,13 +210,17 @@ def build_raw_item_files_sensor(
     )
     def raw_item_files(context: dg.SensorEvaluationContext, raw_store: RawItemStore):
         """Turns new item files into partitions and micro-batched ingestion runs."""
-        return evaluate_files(context, raw_store, mode)
+        return evaluate_files(context, raw_store, mode, max_items, max_bytes)
 
     return raw_item_files
 
 
 def evaluate_files(
-    context: dg.SensorEvaluationContext, raw_store: RawItemStore, mode: str
+    context: dg.SensorEvaluationContext,
+    raw_store: RawItemStore,
+    mode: str,
+    max_items: int = DEFAULT_MAX_ITEMS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> dg.SensorResult:
     """One tick: register new partitions; request one run for all waiting items unless blocked.
 
@@ -153,6 +231,7 @@ def evaluate_files(
     started = time.monotonic()
     instance = context.instance
     cursor = FilesCursor.parse(context.cursor)
+    scan_started_ns = time.time_ns()
     files = raw_store.scan()
     touched = cursor.touched(files)
     known = instance.get_dynamic_partitions(ITEMS_PARTITIONS_NAME)
@@ -165,16 +244,19 @@ def evaluate_files(
         known_set.update(new)
     # Pending keys deleted from the partitions meanwhile (a pruned page) are dropped.
     pending = [k for k in dict.fromkeys(cursor.pending + touched) if k in known_set]
-    cursor.advance(files)
+    cursor.advance(files, scan_started_ns)
     scan_s = time.monotonic() - started
     removals = prune.read_removals(raw_store.folder)
-    if not pending and not removals:
+    prune_due = bool(removals) and time.time() >= prune_retry_at(instance)
+    if not pending and not prune_due:
+        backoff = f"; {len(removals)} removal(s) wait after a failed prune" if removals else ""
         return dg.SensorResult(
-            skip_reason=f"no new or changed item files ({len(known_set)} known, {scan_s:.2f} s)",
+            skip_reason=f"no new or changed item files ({len(known_set)} known, {scan_s:.2f} s)"
+            + backoff,
             cursor=cursor.dump(),
         )
     blocker = blocking_run(instance, mode)
-    if removals and not blocker:
+    if prune_due and not blocker:
         # Removal first (it is quick); the waiting items go in the run after it.
         cursor.pending = pending
         return dg.SensorResult(
@@ -189,42 +271,26 @@ def evaluate_files(
         return dg.SensorResult(
             cursor=cursor.dump(), skip_reason=f"{len(pending)} item(s) wait for {blocker}"
         )
-    order = move_to_end(instance, pending)
+    # The partition order never changes (keys are only appended), so a run's range resolves
+    # the same at every retry; the manifest fixes the exact keys.
+    order = [*known, *new]  # add_dynamic_partitions appends in this order
     position = {key: index for index, key in enumerate(order)}
     pending.sort(key=position.__getitem__)
     now = time.time()
-    # Batch mode promises one run for everything after the crawl: no cold-start cap there.
+    # Batch mode ingests after the crawl with no cold-start cap; past MAX_BATCH_ITEMS or
+    # MAX_BATCH_MB it takes several runs, one after the other (same stored result).
     cold = mode == "streaming" and now - cursor.last_request_at > QUIET_SPELL_S
-    batch = pending[:COLD_START_BATCH] if cold else pending
-    cursor.pending = pending[len(batch) :]
+    sizes = file_sizes(raw_store, pending[:max_items])
+    batch, cursor.pending = choose_batch(pending, cold, max_items, max_bytes, sizes)
     cursor.batches += 1
     cursor.last_request_at = now
-    request = range_request(order, batch, {"rag/batch": str(cursor.batches)})
+    if cursor.batches % 100 == 1:
+        remove_old_manifests(raw_store.folder)
+    manifest = write_manifest(raw_store.folder, batch)
+    request = range_request(order, batch, {"rag/batch": str(cursor.batches)}, manifest)
     context.log.info(
         f"requesting one run for {len(batch)} item(s) ({len(new)} new this tick, "
         f"{len(cursor.pending)} left for the next run{', cold start' if cold else ''}; "
         f"{scan_s:.2f} s scan)"
     )
     return dg.SensorResult(run_requests=[request], cursor=cursor.dump())
-
-
-def move_to_end(instance: dg.DagsterInstance, batch: list[str]) -> list[str]:
-    """Make ``batch`` the contiguous tail of the partition order; return the new order.
-
-    A run carries a partition *range*. A changed page sits somewhere in the middle of the
-    order, so it is deleted and re-added (history is kept: deleting a dynamic partition only
-    removes its row from the partitions table). Only done while no ingestion run is in
-    flight, whose range would otherwise shift under it.
-    """
-    order = list(instance.get_dynamic_partitions(ITEMS_PARTITIONS_NAME))
-    wanted = set(batch)
-    tail_start = len(order)
-    while tail_start > 0 and order[tail_start - 1] in wanted:
-        tail_start -= 1
-    stray = [key for key in order[:tail_start] if key in wanted]
-    if not stray:
-        return order
-    for key in stray:
-        instance.delete_dynamic_partition(ITEMS_PARTITIONS_NAME, key)
-    instance.add_dynamic_partitions(ITEMS_PARTITIONS_NAME, stray)
-    return list(instance.get_dynamic_partitions(ITEMS_PARTITIONS_NAME))

@@ -97,7 +97,7 @@ def test_crawl_killed_with_its_run_process_resumes_where_it_stopped(tmp_path, si
 
     stats = crawler.crawl(lambda line: None)
 
-    assert stats["resumed"] is True and stats["complete"] is False
+    assert stats["resumed"] is True and stats["ran_to_end"] is False
     files = {p.name: p.stat().st_mtime_ns for p in raw.glob("item_*.json")}
     assert len(files) == PAGES
     # Resumed, not restarted: no page was fetched twice, the first part was not rewritten.
@@ -110,5 +110,5 @@ def test_crawl_killed_with_its_run_process_resumes_where_it_stopped(tmp_path, si
     # A finished crawl leaves no JOBDIR behind: the next one starts from scratch.
     assert not crawler.jobdir.exists()
     again = crawler.crawl(lambda line: None)
-    assert again["resumed"] is False and again["complete"] is True
+    assert again["resumed"] is False and again["ran_to_end"] is True
     assert again["items_unchanged"] == PAGES and again["items_saved"] == 0

@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 from dagster._core.storage.dagster_run import DagsterRun
 
+from rag_core.batches import MANIFEST_TAG, read_manifest
 from resources.raw_items import RawItemStore
 from sensors.raw_item_files import build_raw_item_files_sensor
 from tests.helpers import write_page
@@ -108,7 +109,7 @@ def test_garbled_cursor_is_treated_as_empty(instance, tmp_path):
     assert len(evaluate(instance, raw, cursor="not json").run_requests) == 1
 
 
-def test_ten_thousand_files_give_one_run(instance, tmp_path):
+def test_ten_thousand_files_give_capped_runs(instance, tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     for i in range(10_000):
@@ -117,12 +118,12 @@ def test_ten_thousand_files_give_one_run(instance, tmp_path):
     # A cold start: a small first batch, so the first vectors are stored within seconds...
     assert [r.tags["rag/batch_items"] for r in result.run_requests] == ["8"]
     assert len(instance.get_dynamic_partitions("items")) == 10_000
-    # ...and everything else in ONE run on the next tick.
+    # ...and the rest in runs of MAX_BATCH_ITEMS (1000 by default): bounded memory per run.
     rest = evaluate(instance, raw, result.cursor)
-    assert [r.tags["rag/batch_items"] for r in rest.run_requests] == ["9992"]
+    assert [r.tags["rag/batch_items"] for r in rest.run_requests] == ["1000"]
     order = instance.get_dynamic_partitions("items")
     assert rest.run_requests[0].tags[RANGE_START] == order[8]
-    assert rest.run_requests[0].tags[RANGE_END] == order[-1]
+    assert rest.run_requests[0].tags[RANGE_END] == order[1007]
 
 
 def test_batch_mode_waits_for_the_crawl_then_takes_everything(instance, tmp_path):
@@ -145,7 +146,7 @@ def test_batch_mode_waits_for_the_crawl_then_takes_everything(instance, tmp_path
     assert [r.tags["rag/batch_items"] for r in final.run_requests] == [str(len(many))]
 
 
-def test_rewritten_file_is_requested_again_and_moved_to_the_end(instance, tmp_path):
+def test_rewritten_file_is_requested_again_in_a_fixed_order(instance, tmp_path):
     raw = tmp_path / "raw"
     keys = [write_page(raw, f"http://site.test/p{i}", f"P{i}", "<p>x</p>") for i in range(4)]
     first = evaluate(instance, raw)
@@ -158,24 +159,9 @@ def test_rewritten_file_is_requested_again_and_moved_to_the_end(instance, tmp_pa
     changed = evaluate(instance, raw, idle.cursor)
     assert len(changed.run_requests) == 1
     tags = changed.run_requests[0].tags
-    order = instance.get_dynamic_partitions("items")
-    # The changed page now sits beside the new one at the end, so the range is exactly them.
-    assert order[:3] == [keys[0], keys[2], keys[3]] and set(order[3:]) == {keys[1], added}
-    assert (tags[RANGE_START], tags[RANGE_END]) == (order[3], order[4])
+    # The order never changes (a retried run resolves the same range); the range spans the
+    # changed page to the new one and the run's manifest names exactly the two.
+    assert instance.get_dynamic_partitions("items") == [*keys, added]
+    assert (tags[RANGE_START], tags[RANGE_END]) == (keys[1], added)
     assert tags["rag/batch_items"] == "2"
-
-
-def test_changed_page_waits_without_moving_while_a_run_is_in_flight(instance, tmp_path):
-    raw = tmp_path / "raw"
-    keys = [write_page(raw, f"http://site.test/p{i}", f"P{i}", "<p>x</p>") for i in range(3)]
-    first = evaluate(instance, raw)
-    run = add_run(instance, dg.DagsterRunStatus.STARTED)
-    write_page(raw, "http://site.test/p0", "P0", "<p>changed</p>")
-    waiting = evaluate(instance, raw, first.cursor)
-    assert not waiting.run_requests
-    # The run in flight resolves its range against this order: it must not shift.
-    assert instance.get_dynamic_partitions("items") == keys
-    instance.report_run_failed(run)
-    go = evaluate(instance, raw, waiting.cursor)
-    assert go.run_requests[0].tags[RANGE_START] == keys[0]
-    assert instance.get_dynamic_partitions("items") == [keys[1], keys[2], keys[0]]
+    assert read_manifest(raw, tags[MANIFEST_TAG]) == [keys[1], added]

@@ -32,6 +32,11 @@ from rag_core.ids import canonical_url, item_key
 
 GONE_STATUSES = (404, 410)
 STAT_GONE = "rag/gone_urls"
+# Evidence for pruning (rag_core.prune): a failed request or start URL makes the crawl
+# incomplete, and 404s count only on hosts that also answered 2xx.
+STAT_FAILED = "rag/failed_urls"
+STAT_OK_HOSTS = "rag/ok_hosts"
+STAT_START_FAILURES = "rag/start_failures"
 
 
 def split_arg(value: str | Iterable[str] | None) -> list[str]:
@@ -115,7 +120,11 @@ class SiteSpider(scrapy.Spider):
         # start URL then gets it fetched twice, and with JOBDIR a resumed crawl refetches it.
         for url in self.start_urls:
             yield scrapy.Request(
-                url, callback=self.parse, errback=self.on_error, headers=self._auth_headers(url)
+                url,
+                callback=self.parse,
+                errback=self.on_error,
+                headers=self._auth_headers(url),
+                meta={"rag_start": url},
             )
 
     # -- callbacks ---------------------------------------------------------------------------
@@ -125,10 +134,13 @@ class SiteSpider(scrapy.Spider):
         stats = self.crawler.stats
         if response.status in GONE_STATUSES:
             self._record_gone(response)
+            self._record_start_failure(response.meta, f"HTTP {response.status}")
             return
         if not 200 <= response.status < 300:
             stats.inc_value("rag/skipped_non_2xx")
+            self._record_start_failure(response.meta, f"HTTP {response.status}")
             return
+        self._add_to_list(STAT_OK_HOSTS, urlsplit(response.url).netloc.lower())
         content_type = (response.headers.get(b"Content-Type") or b"").decode("latin-1").strip()
         # No Content-Type header: trust Scrapy's sniffing of the body into an HtmlResponse.
         fallback = "text/html" if isinstance(response, HtmlResponse) else ""
@@ -178,19 +190,43 @@ class SiteSpider(scrapy.Spider):
             yield from self._follow(response)
 
     def on_error(self, failure: Failure) -> None:
-        """Count failed requests by kind; the crawl goes on."""
+        """Count failed requests by kind and remember their URLs; the crawl goes on."""
         stats = self.crawler.stats
+        request = getattr(failure, "request", None)
+        meta = request.meta if request is not None else {}
         if failure.check(HttpError):
             status = failure.value.response.status
             stats.inc_value("rag/http_errors")
             stats.inc_value(f"rag/http_errors/{status}")
+            why = f"HTTP {status}"
         elif failure.check(IgnoreRequest):
+            # Offsite or disallowed by robots.txt: a rule, not a failure of the site.
             stats.inc_value("rag/requests_ignored")
+            return
         else:
             stats.inc_value("rag/download_errors")
-            self.logger.warning("Request failed: %s", failure.getErrorMessage())
+            why = failure.getErrorMessage() or failure.type.__name__
+            self.logger.warning("Request failed: %s", why)
+        if request is not None:
+            self._add_to_list(STAT_FAILED, canonical_url(request.url))
+        self._record_start_failure(meta, why)
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _add_to_list(self, stat: str, value: str) -> None:
+        # A set, kept in the stats in place (written out sorted): O(1) per page.
+        values = self.crawler.stats.get_value(stat)
+        if values is None:
+            values = set()
+            self.crawler.stats.set_value(stat, values)
+        values.add(value)
+
+    def _record_start_failure(self, meta: dict, why: str) -> None:
+        start = meta.get("rag_start")
+        if start:
+            failures = dict(self.crawler.stats.get_value(STAT_START_FAILURES) or {})
+            failures[start] = why
+            self.crawler.stats.set_value(STAT_START_FAILURES, failures)
 
     def _record_gone(self, response: Response) -> None:
         gone = list(self.crawler.stats.get_value(STAT_GONE) or [])

@@ -1,0 +1,105 @@
+"""A failed re-crawl never empties the index; a large prune needs confirmation (real daemon)."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from http.server import ThreadingHTTPServer
+
+import pytest
+
+from rag_core.instance import open_instance
+from tests.test_e2e_daemon import SlowHandler, build_site, rag, rag_run, table
+
+pytestmark = pytest.mark.e2e
+PAGES = 8
+
+
+class Site(SlowHandler):
+    """The test site, which can go down (503 to everything) or lose its links."""
+
+    mode = {"value": "up"}
+
+    def do_GET(self):  # noqa: N802
+        mode = self.mode["value"]
+        if mode == "down":
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if mode == "orphaned" and self.path in ("/", "/index.html"):
+            body = b"<html><head><title>Home</title></head><body><main><h1>Home</h1>"
+            body += b"<p>Everything else moved away.</p></main></body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        super().do_GET()
+
+
+@pytest.fixture
+def site(tmp_path):
+    root = tmp_path / "www"
+    build_site(root, PAGES)
+    mode = {"value": "up"}
+    handler = type("ModalSite", (Site,), {"mode": mode})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=root))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield mode, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def stores(data):
+    with open_instance(data / "dagster_home") as instance:
+        partitions = sorted(instance.get_dynamic_partitions("items"))
+    return {
+        "files": sorted(p.name for p in (data / "raw").glob("item_*.json")),
+        "partitions": partitions,
+        **{
+            name: table(data, f"SELECT count(*) FROM {name}")[0][0]
+            for name in ("raw_items", "documents", "chunks", "embeddings")
+        },
+    }
+
+
+def again(data, url, *args, **env):
+    return rag(
+        data, "run", "--start-url", url, *args,
+        PRUNE_REMOVED="true", CRAWL_CONCURRENCY="2", RUN_TIMEOUT_SECONDS="300", **env,
+    )  # fmt: skip
+
+
+def test_failed_recrawl_keeps_everything_and_large_prune_needs_confirmation(tmp_path, site):
+    mode, url = site
+    data = tmp_path / "data"
+    rag_run(data, url, "streaming", PRUNE_REMOVED="true")
+    before = stores(data)
+    assert len(before["files"]) == PAGES + 1 and before["documents"] == PAGES + 1
+
+    # The site answers 503 to everything: nothing may be removed, and rag run must say why.
+    mode["value"] = "down"
+    down = again(data, url)
+    assert down.returncode != 0, down.stdout[-2000:]
+    assert "start URL" in down.stderr and "503" in down.stderr, down.stderr[-2000:]
+    assert stores(data) == before
+
+    # Every page but the home page is unreachable: with one miss enough, the plan would
+    # remove 8 of 9 pages, far above PRUNE_MAX_FRACTION: refused, reported, nothing removed.
+    mode["value"] = "orphaned"
+    refused = again(data, url, PRUNE_AFTER_MISSES="1")
+    assert refused.returncode != 0
+    assert "prune refused" in refused.stderr and "--confirm-prune" in refused.stderr
+    after_refusal = stores(data)
+    assert after_refusal["files"] == before["files"]
+    assert after_refusal["partitions"] == before["partitions"]
+    assert "prune refused: it would remove 8 of 9" in rag(data, "status").stdout
+
+    # Confirmed: the prune goes through and the refusal is cleared.
+    confirmed = again(data, url, "--confirm-prune", PRUNE_AFTER_MISSES="1")
+    assert confirmed.returncode == 0, confirmed.stdout[-2000:] + confirmed.stderr[-2000:]
+    final = stores(data)
+    assert len(final["files"]) == 1 and final["documents"] == 1
+    assert len(final["partitions"]) == 1
+    assert "prune refused" not in rag(data, "status").stdout

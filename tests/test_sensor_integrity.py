@@ -1,0 +1,123 @@
+"""The sensor never skips a file (slow scans) and a failing prune never blocks ingestion."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import dagster as dg
+from dagster._core.storage.dagster_run import DagsterRun
+
+from rag_core import prune
+from resources.raw_items import RawItemStore
+from sensors.raw_item_files import PRUNE_BACKOFF_S, build_raw_item_files_sensor
+from tests.helpers import write_page
+from tests.test_sensor import evaluate, instance  # noqa: F401 - the fixture
+
+raw_item_files = build_raw_item_files_sensor("streaming")
+
+
+class SlowScanStore(RawItemStore):
+    """A scan that takes 10 s (simulated): it lists the folder, and before it returns, a
+    page is renamed in (missed by the listing) and a listed page is rewritten."""
+
+    def scan(self):
+        started = time.time_ns()
+        files = super().scan()
+        late = write_page(self.folder, "http://site.test/late", "Late", "<p>renamed in</p>")
+        # The late file was written 1 s into the scan; a listed file was rewritten at 9 s.
+        os.utime(self.path_for(late), ns=(started + 1_000_000_000,) * 2)
+        key, _ = files[-1]
+        rewritten = started + 9_000_000_000
+        os.utime(self.path_for(key), ns=(rewritten, rewritten))
+        return [*files[:-1], (key, rewritten)]
+
+
+def test_a_file_renamed_in_during_a_slow_scan_is_not_skipped(instance, tmp_path):  # noqa: F811
+    raw = tmp_path / "raw"
+    for i in range(3):
+        write_page(raw, f"http://site.test/p{i}", f"P{i}", "<p>x</p>")
+    context = dg.build_sensor_context(
+        instance=instance, resources={"raw_store": SlowScanStore(raw_dir=str(raw))}
+    )
+    first = raw_item_files(context)
+    first_keys = set(instance.get_dynamic_partitions("items"))
+    assert first.run_requests[0].tags["rag/batch_items"] == "3" and len(first_keys) == 3
+    late = next(k for k, _ in RawItemStore(raw_dir=str(raw)).scan() if k not in first_keys)
+    # The next (normal) tick must find the late file.
+    later = evaluate(instance, raw, first.cursor)
+    assert late in instance.get_dynamic_partitions("items")
+    assert later.run_requests and later.run_requests[0].tags["rag/batch_items"] == "1"
+
+
+def add_prune_run(inst, status):
+    run = DagsterRun(
+        job_name="prune_removed_pages",
+        run_id=str(uuid.uuid4()),
+        status=status,
+        tags={"rag/lane": "ingest"},
+    )
+    inst.run_storage.add_run(run)
+    return run
+
+
+def test_a_failing_prune_backs_off_and_ingestion_goes_on(instance, tmp_path):  # noqa: F811
+    raw = tmp_path / "raw"
+    first = evaluate(instance, raw / "none")
+    write_page(raw, "http://site.test/a", "A", "<p>a</p>")
+    prune.add_removals(raw, {"0123456789abcdef": "gone"})
+    asked = evaluate(instance, raw, first.cursor)
+    assert [r.job_name for r in asked.run_requests] == ["prune_removed_pages"]
+    # The prune run fails (graph server down): the next ticks ingest, they do not re-prune.
+    add_prune_run(instance, dg.DagsterRunStatus.FAILURE)
+    tick = evaluate(instance, raw, asked.cursor)
+    assert [r.job_name for r in tick.run_requests] == ["ingest_items"]
+    idle = evaluate(instance, raw, tick.cursor)
+    assert not idle.run_requests and "after a failed prune" in idle.skip_reason.skip_message
+
+
+def test_the_prune_is_retried_after_the_backoff(instance, tmp_path, monkeypatch):  # noqa: F811
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    prune.add_removals(raw, {"0123456789abcdef": "gone"})
+    add_prune_run(instance, dg.DagsterRunStatus.FAILURE)
+    assert not evaluate(instance, raw).run_requests
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + PRUNE_BACKOFF_S + 1)
+    assert [r.job_name for r in evaluate(instance, raw).run_requests] == ["prune_removed_pages"]
+    # Two failures in a row: the wait doubles.
+    add_prune_run(instance, dg.DagsterRunStatus.FAILURE)
+    assert not evaluate(instance, raw).run_requests
+
+
+def test_batches_are_capped_by_items_and_bytes(instance, tmp_path):  # noqa: F811
+    raw = tmp_path / "raw"
+    for i in range(25):
+        write_page(raw, f"http://site.test/p{i}", f"P{i}", "<p>x</p>")
+    capped = build_raw_item_files_sensor("batch", max_items=10, max_bytes=10**9)
+    sizes, cursor = [], None
+    for _ in range(4):
+        result = evaluate(instance, raw, cursor, sensor=capped)
+        cursor = result.cursor
+        sizes += [int(r.tags["rag/batch_items"]) for r in result.run_requests]
+    # Batch mode still takes everything, in runs of at most MAX_BATCH_ITEMS.
+    assert sizes == [10, 10, 5]
+    big = build_raw_item_files_sensor("batch", max_items=100, max_bytes=3 * 1024)
+    raw2 = tmp_path / "raw2"
+    for i in range(6):
+        write_page(raw2, f"http://big.test/p{i}", f"B{i}", "<p>" + "y" * 1500 + "</p>")
+    with dg.instance_for_test() as other:
+        first = evaluate(other, raw2, sensor=big)
+        assert first.run_requests[0].tags["rag/batch_items"] == "1"  # ~1.8 kB each, 3 kB cap
+
+
+def test_choose_batch_always_takes_one_and_keeps_order():
+    from sensors.raw_item_files import choose_batch
+
+    assert choose_batch(["a", "b", "c"], False, 2, 10**9, {}) == (["a", "b"], ["c"])
+    assert choose_batch(["a", "b"], False, 10, 5, {"a": 50, "b": 1}) == (["a"], ["b"])
+    assert choose_batch(["a", "b", "c"], False, 10, 5, {"a": 2, "b": 2, "c": 2}) == (
+        ["a", "b"],
+        ["c"],
+    )
