@@ -10,7 +10,7 @@ from rag_core.settings import SettingsError, apply_overrides, env_example, load_
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from rag_core.runner import Reporter, RunFailedError, run_pipeline
+    from rag_core.runner import Reporter, RunFailedError, next_commands, run_pipeline
 
     overrides = {}
     if args.mode:
@@ -38,6 +38,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if summary["failed_runs"]:
         print(f"rag run failed: {summary['failed_runs']} ingestion run(s) failed", file=sys.stderr)
         return 1
+    print("Next:")
+    for line in next_commands(settings):
+        print(f"  {line}")
     return 0
 
 
@@ -88,12 +91,15 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from rag_core.status import dagster_status, recent_errors, store_counts
+    from rag_core.status import dagster_status, legacy_warning, recent_errors, store_counts
 
     settings = load_settings()
     counts = store_counts(settings.raw_dir, settings.duckdb_path)
     errors = recent_errors(settings.duckdb_path) if args.errors else None
     report = {"counts": counts.as_dict(), "dagster": dagster_status(settings.dagster_home)}
+    legacy = legacy_warning(settings.raw_dir)
+    if legacy:
+        report["warning"] = legacy
     if errors is not None:
         report["errors"] = errors
     if args.json:
@@ -111,6 +117,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"Runs: {runs} ({dag['runs_in_flight']} in flight)")
     else:
         print(f"No Dagster instance yet at {settings.dagster_home}")
+    if legacy:
+        print(f"Warning: {legacy}")
     if errors is not None:
         if not errors:
             print("No errors recorded.")

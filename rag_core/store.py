@@ -171,3 +171,14 @@ def insert_rows(
     column_values = [list(values) for values in zip(*rows, strict=True)]
     placeholders = ", ".join(f"unnest(${i + 1})" for i in range(len(columns)))
     con.execute(f"INSERT INTO {table} ({', '.join(columns)}) SELECT {placeholders}", column_values)
+
+
+def example_title(con: duckdb.DuckDBPyConnection) -> str | None:
+    """A page title to suggest as a first search: the longest document's (most to find in)."""
+    if not table_exists(con, "documents"):
+        return None
+    row = con.execute(
+        "SELECT title FROM documents WHERE coalesce(title, '') <> '' "
+        "ORDER BY word_count DESC, item_id LIMIT 1"
+    ).fetchone()
+    return row[0] if row else None
