@@ -128,6 +128,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
+    import os
+
+    # Before numpy loads: one question's small matrix products run fastest on one thread, and
+    # OpenBLAS's thread pool only adds start-up and contention (0.01 s against 0.4-1 s measured
+    # on a busy 2-core machine; bench/search_latency.py).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from rag_core.search import SearchError, graph_context, search
 
     settings = load_settings()

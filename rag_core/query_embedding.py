@@ -3,7 +3,10 @@
 1. A warm embedding server of the same model and dtype (``EMBEDDING_SERVER_URL``, or the one a
    running ``rag run`` / ``rag dev`` announced in ``<DATA_DIR>/embedding-server.json``): one
    HTTP request, no torch in this process.
-2. Otherwise the model is loaded here, by the shortest path (see ``_load_local``).
+2. Otherwise the model is loaded here, by the shortest path: a float32 BERT model with mean
+   pooling (the default MiniLM) runs in numpy from its safetensors weights
+   (``rag_core.numpy_encoder``: no torch, ~0.3 s); any other model or dtype loads with torch
+   and sentence-transformers, as the ingestion does.
 
 Both give the vectors the ingestion stored (same model, dtype and ``embedding.encode``).
 """
@@ -11,6 +14,7 @@ Both give the vectors the ingestion stored (same model, dtype and ``embedding.en
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rag_core import embedding
@@ -40,11 +44,6 @@ class QueryEmbedder:
         """Name, path and dimension of the model, read from its folder (no torch)."""
         return embedding.resolve_model(self.model)
 
-    @property
-    def source(self) -> str:
-        """Where the next vector will be computed."""
-        return f"server {self.server_url}" if self.server_url else "in-process"
-
     def embed(self, texts: list[str]) -> tuple[np.ndarray, str]:
         """Normalised float32 vectors for ``texts`` and where they were computed."""
         if self.server_url:
@@ -54,14 +53,29 @@ class QueryEmbedder:
                 vectors = remote_encode(
                     self.server_url, texts, self.info.name, self.dtype, batch_size=32, timeout=60
                 )
-                return vectors, self.source
+                return vectors, f"server {self.server_url}"
             except EmbeddingServerError as exc:
                 # The server went away between discovery and use: answer anyway, slower.
                 log.warning("%s; loading the model in this process instead", exc)
                 self.server_url = ""
         if self._local is None:
-            self._local = embedding.load_model(self.model, self.dtype, self.threads)
-        return embedding.encode(self._local, texts, batch_size=32), self.source
+            self._local = self._load_local()
+        return self._local(texts)
+
+    def _load_local(self) -> Callable[[list[str]], tuple[np.ndarray, str]]:
+        if self.dtype == "float32":
+            from pathlib import Path
+
+            from rag_core.numpy_encoder import NumpyBertEncoder, Unsupported
+
+            info = self.info
+            try:
+                encoder = NumpyBertEncoder(Path(info.path), info.max_seq_length)
+                return lambda texts: (encoder.encode(texts), "in-process (numpy)")
+            except Unsupported as exc:
+                log.info("%s; loading it with torch", exc)
+        model = embedding.load_model(self.model, self.dtype, self.threads)
+        return lambda texts: (embedding.encode(model, texts, 32), "in-process (torch)")
 
 
 def query_embedder(settings: Settings) -> QueryEmbedder:

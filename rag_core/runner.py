@@ -357,7 +357,12 @@ def next_commands(settings: Settings, ui_url: str = "http://127.0.0.1:3000") -> 
         if Path(value).resolve() != Path(default).resolve()
     )
     prefix = f"{env} " if env else ""
-    rag = "rag" if shutil.which("rag") == str(BIN / "rag") else shlex.quote(str(BIN / "rag"))
+    rag = BIN / "rag"
+    if shutil.which("rag") == str(rag):
+        rag = "rag"
+    elif rag.is_relative_to(Path.cwd()):
+        rag = rag.relative_to(Path.cwd())  # .venv/bin/rag after `make run`
+    rag = shlex.quote(str(rag))
     return [
         f"{prefix}{rag} search {shlex.quote(question)}",
         f"{prefix}{rag} dev    # the Dagster UI at {ui_url}",
