@@ -88,6 +88,8 @@ def url_slug(url: str) -> str:
             path = path[: -len(suffix)]
             break
     segments = [_slug_text(s).strip("-.") for s in path.split("/")]
+    if segments and segments[-1] in ("index", "default"):
+        segments.pop()  # /docs/index.html is the /docs/ page: its name adds only length
     slug = "/".join([_slug_text(_readable_host(parts.netloc)), *filter(None, segments)])
     if parts.query:
         query = _slug_text(unquote(parts.query.replace("+", " "))).strip("-./")
