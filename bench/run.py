@@ -485,6 +485,37 @@ class Bench:
         if tracked.returncode != 0:
             r.status = failure(tracked, f"see {tracked.log_path}")
 
+    def run_search_latency(self, r: Result) -> None:
+        c = self.results.get("c")
+        if c is None or not c.ok:
+            raise RuntimeError("needs the DATA_DIR of (c), which failed")
+        data_dir = self.out / PLATFORM_DIRS["c"]
+        out = self.out / "p9_search.json"
+        cmd = [PY, "-m", "bench.search_latency", "--data-dir", str(data_dir), "--runs", "5"]
+        cmd += ["--skip-torch"] if self.args.smoke else []
+        tracked = self.tracked(
+            "search-latency", cmd + ["--json", str(out)], platform_env(data_dir),
+            self.out / "p9_search.log", 900,
+        )  # fmt: skip
+        r.measured(tracked)  # CPU s: the whole measurement; wall and RSS: one search, below
+        summary = read_json(out)
+        r.data["summary"] = summary
+        warm, cold, old = (summary.get(k, {}) for k in ("warm", "cold", "torch"))
+        r.wall_s = warm.get("p50_s")
+        r.peak_rss = int(warm["peak_rss_mb"] * MB) if warm.get("peak_rss_mb") else None
+        r.runs = 0
+        r.notes = (
+            f"one `rag search` process each: warm server p50 {fmt(warm.get('p50_s'))} s, "
+            f"{warm.get('peak_rss_mb')} MB; no server (numpy encoder) p50 "
+            f"{fmt(cold.get('p50_s'))} s, {cold.get('peak_rss_mb')} MB; the earlier path "
+            f"(torch + sentence-transformers) {fmt(old.get('p50_s'))} s, "
+            f"{old.get('peak_rss_mb')} MB; load {summary.get('load_start')} -> "
+            f"{summary.get('load_end')}"
+        )
+        if tracked.returncode != 0 or not summary:
+            print(tracked.tail(), file=sys.stderr)
+            r.status = failure(tracked, f"see {tracked.log_path}")
+
     def run_sensor(self, r: Result) -> None:
         out = self.out / "p6_sensor.json"
         cmd = [PY, "-m", "bench.sensor_tick", "--files", str(self.args.sensor_files)]
@@ -627,6 +658,12 @@ class Bench:
             )
         check("P8b", "top-5 results of 5 questions equal (as sets), bfloat16 vs float32" + order,
               same, "5 of 5", lambda x: x == 5)  # fmt: skip
+        q = res.get("q")
+        summary = q.data.get("summary", {}) if ok(q) else {}
+        check("P9", "`rag search` p50 from a shell with a warm server running, s",
+              summary.get("warm", {}).get("p50_s"), "<= 1", lambda x: x <= 1.0)  # fmt: skip
+        check("P9b", "`rag search` without a server (cold start), p50 s",
+              summary.get("cold", {}).get("p50_s"), "<= 5", lambda x: x <= 5.0)  # fmt: skip
 
     # -- output -----------------------------------------------------------------------------
     def shown(self) -> list[Result]:
@@ -773,6 +810,7 @@ class Bench:
                 lambda r: self.rag_run(r, self.site_url, "streaming", a.concurrency),
             )  # fmt: skip
             self.scenario("d", "(d) model.encode alone on (c)'s chunks", 0, self.run_encode_only)
+            self.scenario("q", "P9 rag search, one question", 0, self.run_search_latency)
             if not a.skip_p8:
                 self.scenario("d_bf16", "(d') model.encode alone, bfloat16", 0,
                               lambda r: self.run_encode_only(r, "bfloat16"))  # fmt: skip

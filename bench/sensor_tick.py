@@ -19,7 +19,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from rag_core.ids import sha256_hex
+from rag_core.ids import item_key
+from rag_core.items import item_file_name
 from resources.raw_items import RawItemStore
 from sensors.raw_item_files import build_raw_item_files_sensor
 
@@ -27,8 +28,8 @@ from sensors.raw_item_files import build_raw_item_files_sensor
 def write_tiny_items(raw_dir: Path, start: int, count: int) -> None:
     raw_dir.mkdir(parents=True, exist_ok=True)
     for i in range(start, start + count):
-        key = sha256_hex(f"http://site.test/p{i}")[:16]
-        (raw_dir / f"item_{key}.json").write_text(
+        key = item_key(f"http://site.test/p{i}")
+        (raw_dir / item_file_name(key)).write_text(
             json.dumps({"item_id": key, "url": f"http://site.test/p{i}", "status": 200, "html": ""})
         )
 

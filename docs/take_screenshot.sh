@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Screenshot of the global asset lineage in the Dagster UI -> docs/asset-lineage.png.
+# Screenshots of the Dagster UI: the global asset lineage -> docs/asset-lineage.png, and the
+# `items` partitions of the embeddings asset (readable keys) -> docs/partitions.png.
 #
 # By default it builds a small demo instance in a temporary folder (nothing in data/ is
 # touched): the bundled demo site is served on a free local port, crawled for real
@@ -9,12 +10,14 @@
 # 127.0.0.1 and Debian's headless Chromium (`apt-get install -y chromium`) photographs
 # the "Lineage" page with both asset groups expanded.
 #
-# Usage: docs/take_screenshot.sh [output.png]   (env: DAGSTER_HOME, PAGES, BUDGET_MS, SCALE)
+# Usage: docs/take_screenshot.sh [lineage.png [partitions.png]]
+#        (env: DAGSTER_HOME, PAGES, BUDGET_MS, SCALE)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PY=$ROOT/.venv/bin/python
 OUT=$(realpath -m "${1:-docs/asset-lineage.png}")
+PARTITIONS_OUT=$(realpath -m "${2:-docs/partitions.png}")
 PAGES=${PAGES:-12}
 BUDGET_MS=${BUDGET_MS:-15000}
 SCALE=${SCALE:-2}  # device pixels per CSS pixel: a sharp 3840x2160 picture
@@ -82,8 +85,22 @@ done
 # The "Lineage" page (global asset lineage) with both groups expanded: `expanded` lists
 # group ids, `global@global:<group>` in Dagster 1.13 (collapsed groups otherwise).
 URL="http://127.0.0.1:$PORT/asset-groups?expanded=global@global:crawl,global@global:ingestion"
-chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
-  --disable-background-networking --disable-component-update --disable-sync \
-  --user-data-dir="$WORK/chromium" --window-size=1920,1080 --force-device-scale-factor="$SCALE" \
-  --hide-scrollbars --virtual-time-budget="$BUDGET_MS" --screenshot="$OUT" "$URL" 2>/dev/null
-echo "wrote $OUT"
+shoot() {  # shoot URL OUTPUT WIDTH HEIGHT
+  chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+    --disable-background-networking --disable-component-update --disable-sync \
+    --user-data-dir="$WORK/chromium" --window-size="$3,$4" --force-device-scale-factor="$SCALE" \
+    --hide-scrollbars --virtual-time-budget="$BUDGET_MS" --screenshot="$2" "$1" 2>/dev/null
+  echo "wrote $2"
+}
+shoot "$URL" "$OUT" 1920 1080
+# The embeddings asset's partitions: the list of `items` keys (host/path-hash) beside the
+# selected partition's materialisation.
+KEYS_QUERY='{"query":"{ assetNodes(assetKeys: [{path: [\"embeddings\"]}]) { partitionKeys } }"}'
+PARTITION=$(curl -sf -H 'Content-Type: application/json' -d "$KEYS_QUERY" \
+  "http://127.0.0.1:$PORT/graphql" | "$PY" -c '
+import json, sys, urllib.parse
+keys = json.load(sys.stdin)["data"]["assetNodes"][0]["partitionKeys"]
+pick = next((k for k in keys if "install" in k), keys[-1] if keys else "")
+print(urllib.parse.quote(pick, safe=""))')
+shoot "http://127.0.0.1:$PORT/assets/embeddings?view=partitions&partition=$PARTITION" \
+  "$PARTITIONS_OUT" 1600 900

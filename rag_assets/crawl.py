@@ -6,6 +6,7 @@ from typing import Optional
 import dagster as dg
 
 from rag_core import prune
+from rag_core.rekey import rekey_item_files
 from resources.raw_items import RawItemStore
 from resources.scrapy_crawler import ScrapyCrawler
 
@@ -34,6 +35,10 @@ def crawled_pages(
 ) -> dg.MaterializeResult:
     """Crawled pages of the site, as item files in data/raw."""
     started = time.monotonic()
+    # A folder of the first key scheme is re-keyed first, or the crawl would save every page
+    # a second time under its readable key (rag run / rag dev do this at start as well).
+    for line in rekey_item_files(raw_store.folder).lines():
+        context.log.warning(line)
     stats = crawler.crawl(
         context.log.info, start_urls=config.start_urls or None, max_pages=config.max_pages
     )

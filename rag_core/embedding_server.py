@@ -18,6 +18,7 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import queue
 import sys
 import threading
@@ -375,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=embedding.DEFAULT_MODEL)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument(
+        "--state-file", help="announce the server here once ready (rag_core.server_state)"
+    )
     args = parser.parse_args(argv)
     # From the environment, never the command line (other users can read argv in ps).
     token = secret(TOKEN_ENV)
@@ -382,11 +386,26 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"set {TOKEN_ENV} to the token clients must send (rag run makes one)")
     server = serve(args.host, args.port, args.model, args.dtype, args.threads, token)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    print(f"embedding server ready at http://{args.host}:{server.server_address[1]}", flush=True)
+    url = f"http://{args.host}:{server.server_address[1]}"
+    state = None
+    if args.state_file:
+        from pathlib import Path
+
+        from rag_core import server_state
+
+        # Written only now, with the model loaded: a reader never finds a server still loading.
+        state = Path(args.state_file)
+        server_state.write_state(
+            state, server_state.ServerState(url, server.model_name, server.dtype, os.getpid())
+        )
+    print(f"embedding server ready at {url}", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
         pass
+    finally:
+        if state is not None:
+            server_state.remove_state(state, os.getpid())
     server.server_close()
     return 0
 

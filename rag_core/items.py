@@ -1,4 +1,9 @@
-"""The item file: one crawled page as ``data/raw/item_<key>.json``, written atomically."""
+"""The item file: one crawled page as ``data/raw/item_<key>.json``, written atomically.
+
+A key holds '/' (``docs.example.com/install/windows-2a1b4024``), which a file name cannot:
+it is written as ``%2F`` (``item_docs.example.com%2Finstall%2Fwindows-2a1b4024.json``). Keys
+never contain '%', so the name maps back to exactly one key.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,9 @@ from pathlib import Path
 SCHEMA_VERSION = 1
 ITEM_FILE_PREFIX = "item_"
 ITEM_FILE_SUFFIX = ".json"
-_ITEM_FILE_RE = re.compile(r"^item_([0-9a-f]{16})\.json$")
+# Readable keys end in "-<8 hex>"; keys of the first scheme (16 hex digits) are still listed,
+# so an old data folder is seen (and re-keyed by rag_core.rekey), never silently ignored.
+_ITEM_FILE_RE = re.compile(r"^item_(.+-[0-9a-f]{8}|[0-9a-f]{16})\.json$")
 REQUIRED_FIELDS = ("item_id", "url", "status", "html")
 
 
@@ -55,14 +62,21 @@ class CrawledItem:
 
 
 def item_file_name(key: str) -> str:
-    """``item_<key>.json``."""
-    return f"{ITEM_FILE_PREFIX}{key}{ITEM_FILE_SUFFIX}"
+    """``item_<key>.json`` with the key's '/' written as ``%2F``."""
+    if "%" in key or "\0" in key:
+        raise ValueError(f"not an item key: {key!r}")
+    return f"{ITEM_FILE_PREFIX}{key.replace('/', '%2F')}{ITEM_FILE_SUFFIX}"
 
 
 def key_from_file_name(name: str) -> str | None:
     """Partition key of an item file name, or None for anything else (temp files included)."""
     match = _ITEM_FILE_RE.match(name)
-    return match.group(1) if match else None
+    if not match:
+        return None
+    escaped = match.group(1)
+    key = escaped.replace("%2F", "/")
+    # Only names this module writes: any other '%' would make two names map to one key.
+    return key if "%" not in key else None
 
 
 def scan_item_files(folder: Path) -> list[tuple[str, int]]:

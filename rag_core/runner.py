@@ -25,6 +25,8 @@ from rag_core.instance import open_instance
 from rag_core.items import scan_item_files
 from rag_core.prune import describe_refusal, read_refusal, read_removals
 from rag_core.redact import mask_secrets
+from rag_core.rekey import rekey_item_files
+from rag_core.server_state import state_path
 from rag_core.session import (
     SESSION_ENV,
     SessionLock,
@@ -60,6 +62,10 @@ def prepare_instance(settings: Settings) -> Path:
         link.unlink(missing_ok=True)
         link.symlink_to(target)
     fail_orphaned_runs(home)
+    # Item files of the first key scheme get readable keys before the daemon starts; the
+    # sensor then swaps their partitions and rows (rag_core.rekey).
+    for line in rekey_item_files(settings.raw_dir).lines():
+        print(line)
     return home
 
 
@@ -209,6 +215,8 @@ def start_embedding_server(settings: Settings, services: Services, token: str) -
             sys.executable, "-m", "rag_core.embedding_server", "--port", str(port),
             "--model", settings.embedding_model, "--dtype", settings.embedding_dtype,
             "--threads", str(settings.torch_num_threads),
+            # rag search finds the warm model through this file (rag_core.server_state).
+            "--state-file", str(state_path(settings.data_dir)),
         ],
         child_environment(settings, **{TOKEN_ENV: token}),
     )  # fmt: skip
@@ -406,6 +414,45 @@ def _run(settings, home, services, reporter, wall_start, started_at) -> dict:
             )
         print(f"Crawl run {crawl_run_id} queued; the sensor ingests pages as they arrive")
         return _watch(settings, home, crawl_run_id, started_at, wall_start, services, reporter)
+def next_commands(settings: Settings, ui_url: str = "http://127.0.0.1:3000") -> list[str]:
+    """The two commands a user wants after a run: search what was ingested, open the UI.
+
+    Settings that differ from their defaults are spelled out in front, so the line works
+    when pasted into a fresh shell.
+    """
+    import shlex
+    import shutil
+
+    from rag_core import store
+    from rag_core.settings import load_settings
+
+    title = None
+    if settings.duckdb_path.exists():
+        with contextlib.suppress(Exception), store.connect(
+            settings.duckdb_path, read_only=True, timeout_s=5
+        ) as con:
+            title = store.example_title(con)
+    question = " ".join((title or "how do I get started").split()[:8])
+    defaults = load_settings(environ={}, dotenv=Path("/nonexistent"))
+    env = " ".join(
+        f"{name}={shlex.quote(str(value))}"
+        for name, value, default in (
+            ("DATA_DIR", settings.data_dir, defaults.data_dir),
+            ("DUCKDB_PATH", settings.duckdb_path, defaults.duckdb_path),
+        )
+        if Path(value).resolve() != Path(default).resolve()
+    )
+    prefix = f"{env} " if env else ""
+    rag = BIN / "rag"
+    if shutil.which("rag") == str(rag):
+        rag = "rag"
+    elif rag.is_relative_to(Path.cwd()):
+        rag = rag.relative_to(Path.cwd())  # .venv/bin/rag after `make run`
+    rag = shlex.quote(str(rag))
+    return [
+        f"{prefix}{rag} search {shlex.quote(question)}",
+        f"{prefix}{rag} dev    # the Dagster UI at {ui_url}",
+    ]
 
 
 def forget_daemon(home: Path) -> None:

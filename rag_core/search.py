@@ -47,10 +47,11 @@ class Hit:
 
 
 def embedder_for(settings: Settings):
-    """The same embedding resource the assets use (warm server if configured, else in-process)."""
-    from resources.embedder import SentenceTransformerEmbedder
+    """The question's embedder: a running warm server of the same model and dtype (no torch
+    in this process), else the model loaded here (rag_core.query_embedding)."""
+    from rag_core.query_embedding import query_embedder
 
-    return SentenceTransformerEmbedder.from_settings(settings)
+    return query_embedder(settings)
 
 
 def search(settings: Settings, question: str, k: int = 5, embedder=None) -> list[Hit]:

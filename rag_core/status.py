@@ -31,6 +31,21 @@ def item_keys_on_disk(raw_dir: Path) -> list[str]:
     return sorted(key for key, _ in scan_item_files(raw_dir))
 
 
+def legacy_warning(raw_dir: Path) -> str | None:
+    """What to do about item files still keyed in the first scheme (16 hex digits), if any."""
+    from rag_core.rekey import legacy_keys
+
+    old = legacy_keys(raw_dir)
+    if not old:
+        return None
+    return (
+        f"{len(old)} item file(s) in {raw_dir} still have 16-hex keys of the first scheme "
+        f"(e.g. {old[0]}): `rag run` or `rag dev` re-keys them to readable keys from the files, "
+        "with no re-crawl; a file that stays listed here is unreadable: delete it (its page "
+        "comes back on the next crawl)"
+    )
+
+
 def table_counts(db_path: Path, timeout_s: float = 30.0) -> dict[str, int]:
     """Row counts of the item tables and ingest_errors (0 where absent); waits out writers."""
     names = (*store.ITEM_TABLES, "ingest_errors")

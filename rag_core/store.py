@@ -237,3 +237,14 @@ def publish_items(
     insert_rows(con, "embeddings", ("chunk_id", "item_id", "model", "embedding"), vector_rows)
     for table in STAGING_TABLES:
         delete_items(con, table, ids)
+
+
+def example_title(con: duckdb.DuckDBPyConnection) -> str | None:
+    """A page title to suggest as a first search: the longest document's (most to find in)."""
+    if not table_exists(con, "documents"):
+        return None
+    row = con.execute(
+        "SELECT title FROM documents WHERE coalesce(title, '') <> '' "
+        "ORDER BY word_count DESC, item_id LIMIT 1"
+    ).fetchone()
+    return row[0] if row else None

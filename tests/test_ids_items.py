@@ -6,10 +6,20 @@ import json
 
 import pytest
 
-from rag_core.ids import canonical_url, chunk_id, content_hash, item_key
+from rag_core.ids import (
+    KEY_HASH_LENGTH,
+    KEY_SLUG_CHARS,
+    canonical_url,
+    chunk_id,
+    content_hash,
+    item_key,
+    legacy_item_key,
+    url_slug,
+)
 from rag_core.items import (
     CrawledItem,
     ItemFileError,
+    item_file_name,
     key_from_file_name,
     read_item_file,
     write_item_atomically,
@@ -43,10 +53,106 @@ def test_different_pages_different_keys(a, b):
     assert item_key(a) != item_key(b)
 
 
-def test_key_shape_and_stability():
-    key = item_key("http://example.com/")
-    assert len(key) == 16 and int(key, 16) >= 0
-    assert key == "2a1b402420ef4657"  # stable across versions: partitions depend on it
+def test_keys_are_readable_and_stable():
+    # Pinned values: partitions, file names and rows depend on them, across re-crawls and
+    # versions. The suffix is the start of the old 16-hex key (the same canonical URL hash).
+    assert item_key("http://example.com/") == "example.com-2a1b4024"
+    assert item_key("http://127.0.0.1:8765/docs/install/windows.html") == (
+        "127.0.0.1:8765/docs/install/windows-" + legacy_item_key(
+            "http://127.0.0.1:8765/docs/install/windows.html")[:8]
+    )  # fmt: skip
+    assert item_key("https://Docs.Example.com:443/Install/Windows/#top").startswith(
+        "docs.example.com/install/windows-"
+    )
+    # A re-crawl meets the same URL in another spelling: still the same key.
+    assert item_key("http://EXAMPLE.com:80/?b=2&a=1") == item_key("http://example.com/?a=1&b=2")
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("http://example.com/Path", "http://example.com/path"),  # case of the path
+        ("http://example.com/s?q=Foo", "http://example.com/s?q=foo"),  # case of a value
+        ("http://example.com/s?a=1", "http://example.com/s?A=1"),  # case of a name
+        ("http://example.com/a.html", "http://example.com/a"),  # same slug, other URL
+        ("http://example.com/a b", "http://example.com/a-b"),
+    ],
+)
+def test_urls_that_slug_alike_get_distinct_keys(a, b):
+    assert url_slug(a) == url_slug(b)
+    assert item_key(a) != item_key(b)
+
+
+def test_query_order_is_one_page_but_other_values_are_another():
+    # w3lib's canonical form sorts the query (as Scrapy's request fingerprint does).
+    assert item_key("http://e.com/s?b=2&a=1") == item_key("http://e.com/s?a=1&b=2")
+    assert item_key("http://e.com/s?a=1&b=2") != item_key("http://e.com/s?a=2&b=1")
+
+
+def test_keys_are_unique_over_many_similar_urls():
+    urls = [f"http://example.com/{p}/page?id={i}" for p in ("Docs", "docs") for i in range(3000)]
+    long_prefix = "http://example.com/" + "a-very-long-folder-name/" * 10
+    urls += [f"{long_prefix}{i}" for i in range(3000)]  # cut to the same slug
+    keys = {item_key(u) for u in urls}
+    assert len(keys) == len(urls)
+
+
+ODD_URLS = [
+    "http://example.com/" + "segment/" * 200 + "the-page.html",
+    "http://example.com/" + "x" * 5000,
+    "http://example.com/" + "%E4%B8%AD" * 300,
+    "http://ja.example.com/ドキュメント/インストール.html",
+    "http://example.com/café/über straße?q=naïve",
+    "http://xn--bcher-kva.example/katalog",
+    "http://example.com/a...b/..../c,d[1] e*f%25g%00h",
+    "http://example.com/%0A%09tab/%07bell",
+    "http://example.com/?" + "&".join(f"k{i}=v{i}" for i in range(500)),
+    "http://example.com/---/.../",
+    "http://example.com/​zero‮width",
+]
+
+
+@pytest.mark.parametrize("url", ODD_URLS)
+def test_every_key_is_valid_for_dagster_and_short(url):
+    from dagster._core.definitions.partitions.utils.base import INVALID_PARTITION_SUBSTRINGS
+
+    key = item_key(url)
+    assert not [s for s in INVALID_PARTITION_SUBSTRINGS if s in key], key
+    # The UI's "add partition" dialog also refuses ',', '[', ']' and ' ', multi-partition
+    # keys '|'; '%' and '*' are kept out for file names and globs.
+    assert not set(key) & set(",[] |%*\x00"), key
+    assert key.isprintable(), key
+    assert len(key) <= KEY_SLUG_CHARS + 1 + KEY_HASH_LENGTH
+    assert len(item_file_name(key).encode()) < 255  # a file name on every usual filesystem
+    assert key_from_file_name(item_file_name(key)) == key
+    assert item_key(url) == key
+
+
+def test_non_ascii_paths_stay_readable():
+    assert item_key("http://ja.example.com/ドキュメント/インストール.html").startswith(
+        "ja.example.com/ドキュメント/インストール-"
+    )
+    assert item_key("http://xn--bcher-kva.example/katalog").startswith("bücher.example/katalog-")
+    assert item_key("http://example.com/" + "segment/" * 200 + "the-page.html").startswith(
+        "example.com/~"
+    ) and "the-page-" in item_key("http://example.com/" + "segment/" * 200 + "the-page.html")
+
+
+def test_dagster_accepts_every_key_as_a_dynamic_partition():
+    import dagster as dg
+    from dagster._core.definitions.partitions.utils.base import (
+        raise_error_on_invalid_partition_key_substring,
+    )
+
+    keys = [item_key(u) for u in ODD_URLS]
+    # Dagster's own check (applied to static keys; dynamic keys are not checked on add, so a
+    # bad one would only fail later, in the UI's range selection or the CLI).
+    raise_error_on_invalid_partition_key_substring(keys)
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("items", keys)
+        assert instance.get_dynamic_partitions("items") == keys
+        items = dg.DynamicPartitionsDefinition(name="items")
+        assert items.get_partition_keys(dynamic_partitions_store=instance) == keys
 
 
 def test_chunk_id_depends_on_item_position_and_text():
@@ -67,6 +173,7 @@ def test_write_then_read_round_trips_and_leaves_no_temp_file(tmp_path):
         links=["http://a.test/b"],
     )
     path = write_item_atomically(item, tmp_path)
+    assert item.item_id == "a.test-" + legacy_item_key("http://a.test/")[:8]
     assert path.name == f"item_{item.item_id}.json"
     assert read_item_file(path) == item
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
@@ -108,7 +215,12 @@ def test_unknown_fields_are_ignored(tmp_path):
 @pytest.mark.parametrize(
     ("name", "key"),
     [
-        ("item_0123456789abcdef.json", "0123456789abcdef"),
+        ("item_0123456789abcdef.json", "0123456789abcdef"),  # the first scheme, still listed
+        ("item_docs.test%2Finstall%2Fwindows-2a1b4024.json", "docs.test/install/windows-2a1b4024"),
+        ("item_example.com-2a1b4024.json", "example.com-2a1b4024"),
+        ("item_docs.test%2Fa%2520b-2a1b4024.json", None),  # a '%' no key holds
+        ("item_docs.test%2Finstall-2a1b402.json", None),  # suffix too short
+        (".removals.json", None),
         (".tmp_abc.json", None),
         ("item_0123.json", None),
         ("item_0123456789abcdef.json.tmp", None),

@@ -90,3 +90,28 @@ def test_a_stopped_session_leaves_no_heartbeat_behind(tmp_path):
         instance.add_daemon_heartbeat(DaemonHeartbeat(time.time(), "SENSOR", None, None))
     forget_daemon(home)
     assert fail_orphaned_runs(home) == []  # no "another daemon is running" any more
+
+
+def test_summary_ends_with_a_search_on_the_ingested_site_and_the_ui_command(tmp_path):
+    import shlex
+
+    from rag_core import store
+    from rag_core.runner import next_commands
+    from tests.helpers import settings_for
+
+    settings = settings_for(tmp_path / "data")
+    with store.connect(settings.duckdb_path) as con:
+        store.ensure_schema(con)
+        store.insert_rows(
+            con, "documents", ["item_id", "url", "title", "text", "content_hash", "word_count"],
+            [("a", "http://s.test/a", "Installing on Windows", "t", "h", 900),
+             ("b", "http://s.test/b", "Short page", "t", "h2", 10)],
+        )  # fmt: skip
+    search, ui = next_commands(settings)
+    words = shlex.split(search)
+    # Pasted into a fresh shell it searches this data folder, for the longest page's title.
+    assert words[0] == f"DATA_DIR={settings.data_dir}"
+    assert words[1] == f"DUCKDB_PATH={settings.duckdb_path}"
+    assert words[2].endswith("rag") and words[3:] == ["search", "Installing on Windows"]
+    assert " dev " in ui and ui.endswith("the Dagster UI at http://127.0.0.1:3000")
+    assert ui.startswith(f"DATA_DIR={settings.data_dir} ")

@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import psutil
 import pytest
 
@@ -154,13 +155,16 @@ def stop_tree(proc: subprocess.Popen) -> None:
         child.kill()
 
 
-@pytest.fixture
-def ingested(tmp_path):
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory):
     """Three pages ingested through all four stages, a fourth registered but not ingested."""
+    tmp_path = tmp_path_factory.mktemp("graphql")
     settings = settings_for(tmp_path / "data", EMBEDDING_SERVER="false", USE_NEO4J="false")
     raw = settings.raw_dir
     keys = [
-        write_page(raw, "http://docs.test/install", "Install", paragraphs("installing", 6)),
+        write_page(
+            raw, "http://docs.test/install/windows.html", "Install", paragraphs("installing", 6)
+        ),
         write_page(raw, "http://docs.test/faq", "FAQ", "<ul><li>Is it free? Yes.</li></ul>"),
         write_page(raw, "http://docs.test/config", "Config", paragraphs("configuring", 3)),
     ]
@@ -185,9 +189,10 @@ def ingested(tmp_path):
     return settings, keys, pending, result.run_id
 
 
-@pytest.fixture
-def webserver(ingested, tmp_path):
+@pytest.fixture(scope="module")
+def webserver(ingested):
     settings = ingested[0]
+    tmp_path = settings.data_dir.parent
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER")}
     env.update(
         DAGSTER_HOME=str(settings.dagster_home),
@@ -283,3 +288,53 @@ def test_ui_graphql_shows_lineage_partitions_and_materialisations(ingested, webs
         latest = node["latestMaterializationByPartition"]
         assert [(e or {}).get("partition") for e in latest] == [*keys, None], name
         assert {e["runId"] for e in latest if e} == {run_id}, name
+
+
+FIND_PARTITION_QUERY = """
+query FindPartition($assetKey: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $assetKey) {
+    __typename
+    ... on AssetNode {
+      partitionKeyConnection(limit: 1000, ascending: true) { results hasMore }
+    }
+  }
+}
+"""
+
+MATERIALIZATION_QUERY = """
+query PartitionMaterialization($assetKey: AssetKeyInput!, $partitions: [String!]) {
+  assetOrError(assetKey: $assetKey) {
+    ... on Asset {
+      assetMaterializations(partitions: $partitions, limit: 1) {
+        partition
+        metadataEntries { label ... on TextMetadataEntry { text } }
+      }
+    }
+  }
+}
+"""
+
+
+def test_a_page_is_found_by_a_word_of_its_path(ingested, webserver):
+    """What a user does in the UI's partition list: type a word of the page's path."""
+    settings, keys, _, _ = ingested
+    found = graphql(webserver, FIND_PARTITION_QUERY, {"assetKey": {"path": ["embeddings"]}})
+    node = found["assetNodeOrError"]
+    assert node["__typename"] == "AssetNode", node
+    listed = node["partitionKeyConnection"]["results"]
+    assert not node["partitionKeyConnection"]["hasMore"]
+    # The UI filters the listed keys by the text typed; the keys carry host and path.
+    matches = [key for key in listed if "windows" in key]
+    assert matches == [keys[0]]
+    assert matches[0].startswith("docs.test/install/windows-")
+    assert [k for k in listed if "faq" in k] == [keys[1]]
+    # The partition's materialisation is the page: its raw_items row has that item_id.
+    mat = graphql(
+        webserver,
+        MATERIALIZATION_QUERY,
+        {"assetKey": {"path": ["raw_items"]}, "partitions": matches},
+    )["assetOrError"]["assetMaterializations"]
+    assert [m["partition"] for m in mat] == matches
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        row = con.execute("SELECT url FROM raw_items WHERE item_id = ?", [matches[0]]).fetchone()
+    assert row == ("http://docs.test/install/windows.html",)
