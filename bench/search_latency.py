@@ -1,0 +1,125 @@
+"""Search latency at scale: p50/p95 of `vector` and `hybrid` search over N synthetic chunks
+(``python -m bench.search_latency --n 100000 --n 1000000``).
+
+Chunks are random text over a 5,000-word vocabulary with random 384-d vectors, 10 chunks per
+page. The question vector is random too, so the timing is the store's (DuckDB scan, BM25,
+fusion, de-duplication); embedding one question with the warm model adds ~10-20 ms on top.
+The keyword index is built once per size (its build time is reported: that is the cost of a
+rebuild after a batch changed the chunks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rag_core import store
+from rag_core.search import search
+from rag_core.settings import load_settings
+
+DIM = 384
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+WORDS = 5000
+QUESTIONS = 40
+
+
+class RandomEmbedder:
+    """Stands in for the model: a random unit vector per text."""
+
+    @dataclasses.dataclass
+    class Info:
+        name: str = MODEL
+        dimension: int = DIM
+
+    info = Info()
+
+    def __init__(self, seed: int = 1):
+        self.rng = np.random.default_rng(seed)
+
+    def embed(self, texts):
+        v = self.rng.standard_normal((len(texts), DIM)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True), "random"
+
+
+def build(path: Path, n: int) -> dict:
+    """A store of ``n`` synthetic chunks, generated inside DuckDB."""
+    for leftover in (path, path.with_name(path.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    started = time.monotonic()
+    with store.connect(path) as con:
+        store.ensure_schema(con, DIM)
+        con.execute("SELECT setseed(0.42)")
+        con.execute(
+            f"CREATE TEMP TABLE vocab AS SELECT i, 'w' || i::VARCHAR AS w FROM range({WORDS}) t(i)"
+        )
+        pages = max(n // 10, 1)
+        con.execute(
+            "INSERT INTO documents (item_id, url, title, text, content_hash) "
+            "SELECT 'p' || i, 'http://127.0.0.1/p/' || i || '.html', 'Page ' || i, '', "
+            f"md5('p' || i) FROM range({pages}) t(i)"
+        )
+        # Words drawn with a skewed distribution so BM25 sees common and rare terms.
+        con.execute(
+            "INSERT INTO chunks (chunk_id, item_id, chunk_index, heading, text, token_count, "
+            "content_hash) "
+            "SELECT 'c' || i, 'p' || (i // 10), i % 10, 'Section ' || (i % 10), "
+            "  list_aggregate(list_transform(range(60), x -> 'w' || "
+            f"   floor(pow(random(), 3) * {WORDS})::INT), 'string_agg', ' '), 60, md5('c' || i) "
+            f"FROM range({n}) t(i)"
+        )
+        con.execute(
+            "INSERT INTO embeddings (chunk_id, item_id, model, embedding) "
+            f"SELECT 'c' || i, 'p' || (i // 10), '{MODEL}', "
+            f"  list_transform(range({DIM}), x -> random() - 0.5)::FLOAT[{DIM}] "
+            f"FROM range({n}) t(i)"
+        )
+        gen_s = time.monotonic() - started
+        fts_s = store.rebuild_fts_index(con)
+    return {"generate_s": round(gen_s, 1), "fts_build_s": round(fts_s, 1)}
+
+
+def measure(path: Path, mode: str, k: int = 10) -> dict:
+    settings = dataclasses.replace(load_settings(), duckdb_path=path)
+    embedder = RandomEmbedder()
+    rng = np.random.default_rng(7)
+    times = []
+    for i in range(QUESTIONS + 3):
+        words = " ".join(f"w{int(x)}" for x in rng.integers(0, WORDS // 10, 4))
+        started = time.monotonic()
+        hits = search(settings, words, k, embedder, mode=mode, by_page=True)
+        if i >= 3:  # the first queries warm the file cache
+            times.append(1000 * (time.monotonic() - started))
+        assert hits, "no hits"
+    times.sort()
+    return {
+        "p50_ms": round(statistics.median(times), 1),
+        "p95_ms": round(times[int(0.95 * (len(times) - 1))], 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.search_latency")
+    parser.add_argument("--n", type=int, action="append", required=True)
+    parser.add_argument("--dir", default="/tmp/rag-search-latency")
+    args = parser.parse_args(argv)
+    rows = []
+    for n in args.n:
+        path = Path(args.dir) / f"chunks-{n}.duckdb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        built = build(path, n)
+        for mode in ("vector", "hybrid"):
+            row = {"chunks": n, "mode": mode, **built, **measure(path, mode)}
+            print(row, flush=True)
+            rows.append(row)
+        path.unlink(missing_ok=True)
+    return 0 if rows else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
