@@ -79,18 +79,10 @@ def search(
         vectors, _ = embedder.embed([question])
         query = vectors[0].tolist()
         model = embedder.info.name
-    if mode != "vector":
-        ensure_fts(settings)
-    with store.connect(settings.duckdb_path, read_only=True) as con:
-        if not store.table_exists(con, "embeddings"):
-            raise SearchError("no embeddings stored yet")
-        if query is not None:
-            dim = store.embeddings_dimension(con)
-            if dim != len(query):
-                raise SearchError(
-                    f"stored vectors have {dim} dimensions, the model gives {len(query)}"
-                )
-        rows = _ranked(con, mode, question, query, model, k, by_page, url_prefix, title)
+    rows = _query(settings, mode, question, query, model, k, by_page, url_prefix, title)
+    if rows is None:  # the keyword index is stale: rebuild it if the file is free, then rank
+        rebuild_fts(settings)
+        rows = _query(settings, mode, question, query, model, k, by_page, url_prefix, title, True)
     return [
         Hit(
             rank=i + 1,
@@ -104,6 +96,25 @@ def search(
         )
         for i, (r, score) in enumerate(rows)
     ]
+
+
+def _query(settings, mode, question, query, model, k, by_page, url_prefix, title, stale_ok=False):
+    """Ranked (row, score) pairs from one short read-only connection; None when keyword ranks
+    are needed and the index is stale (and ``stale_ok`` is not set)."""
+    with store.connect(settings.duckdb_path, read_only=True) as con:
+        if not store.table_exists(con, "embeddings"):
+            raise SearchError("no embeddings stored yet")
+        if query is not None:
+            dim = store.embeddings_dimension(con)
+            if dim != len(query):
+                raise SearchError(
+                    f"stored vectors have {dim} dimensions, the model gives {len(query)}"
+                )
+        if mode != "vector":
+            store.load_fts(con)
+            if not stale_ok and not store.fts_is_current(con):
+                return None
+        return _ranked(con, mode, question, query, model, k, by_page, url_prefix, title)
 
 
 def _ranked(con, mode, question, query, model, k, by_page, url_prefix, title):
@@ -161,36 +172,14 @@ def dedupe(scored: list[tuple[tuple, float]], k: int, by_page: bool) -> list[tup
     return out
 
 
-def ensure_fts(settings: Settings, wait_s: float = 1.0) -> None:
-    """Rebuild the keyword index when chunks changed since it was built. Needs the file for
-    writing: while ingestion holds it, the stale index is used and rebuilt on a later search."""
-    with store.connect(settings.duckdb_path, read_only=True) as con:
-        if not store.table_exists(con, "chunks"):
-            return
-        store.load_fts(con)
-        if store.fts_is_current(con):
-            return
+def rebuild_fts(settings: Settings, wait_s: float = 1.0) -> None:
+    """Rebuild the keyword index after chunks changed. Needs the file for writing: while
+    ingestion holds it, the stale index is used and rebuilt by a later search."""
     try:
         with store.connect(settings.duckdb_path, timeout_s=wait_s) as con:
+            store.load_fts(con)
             if not store.fts_is_current(con):
                 took = store.rebuild_fts_index(con)
                 log.info("keyword index rebuilt in %.2f s", took)
     except store.StoreLockedError:
         log.info("keyword index is stale and the store is busy: using the stale index")
-
-
-def graph_context(settings: Settings, hits: list[Hit]) -> dict[str, dict]:
-    """For each hit, its neighbouring chunks along NEXT and the pages linking to its page,
-    read from the graph sink (USE_NEO4J=true)."""
-    from dataclasses import asdict as as_dict
-
-    if not settings.use_neo4j:
-        raise SearchError("--graph needs the graph sink: set USE_NEO4J=true (and NEO4J_*)")
-    from rag_assets.definitions import build_graph_resource
-
-    graph = build_graph_resource(settings).process_config_and_initialize()
-    try:
-        found = graph.neighbours([hit.chunk_id for hit in hits])
-    except Exception as exc:  # the sink's errors name the URI, never the password
-        raise SearchError(f"graph sink: {exc}") from exc
-    return {chunk_id: as_dict(neighbours) for chunk_id, neighbours in found.items()}
