@@ -50,6 +50,15 @@ VARIANTS = {
 }
 
 
+def index_counts(db: Path) -> dict:
+    from rag_core import store
+
+    with store.connect(db, read_only=True) as con:
+        n, mean = con.execute("SELECT count(*), round(avg(token_count), 1) FROM chunks").fetchone()
+        pages = con.execute("SELECT count(*) FROM documents").fetchone()[0]
+    return {"pages": pages, "chunks": n, "mean_tokens": mean}
+
+
 def subset_exclusions(html_dir: Path, questions, every: int) -> tuple[str, ...]:
     """Paths left out of a ``--subset`` index: all but every Nth page that answers nothing."""
     from rag_core.evaluation import matches
@@ -70,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="/tmp/retrieval", help="folder for the indexes")
     parser.add_argument("--results", default="bench/retrieval_results.jsonl")
     parser.add_argument("--subset", type=int, default=1, help="keep every Nth non-answer page")
+    parser.add_argument(
+        "--reuse", action="store_true", help="score an index left by an earlier run (no rebuild)"
+    )
     args = parser.parse_args(argv)
     from rag_core.search import embedder_for
 
@@ -86,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.variant:
             options = VARIANTS[name]
             db = out / f"{site}-{name}.duckdb"
-            built = build_index(html_dir, base_url, db, options, embedder, exclude, cache)
+            if args.reuse and db.exists():
+                built = {"reused": str(db), **index_counts(db)}
+            else:
+                built = build_index(html_dir, base_url, db, options, embedder, exclude, cache)
             run_settings = dataclasses.replace(settings, duckdb_path=db)
             results = evaluate(run_settings, questions, embedder=embedder)
             for r in results:

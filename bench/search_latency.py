@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.search_latency")
     parser.add_argument("--n", type=int, action="append", required=True)
     parser.add_argument("--dir", default="/tmp/rag-search-latency")
+    parser.add_argument("--write", type=Path, help="put the table into this markdown file")
     args = parser.parse_args(argv)
     rows = []
     for n in args.n:
@@ -118,7 +119,47 @@ def main(argv: list[str] | None = None) -> int:
             print(row, flush=True)
             rows.append(row)
         path.unlink(missing_ok=True)
+    if args.write:
+        write_section(args.write, rows)
     return 0 if rows else 1
+
+
+BEGIN, END = "<!-- search-latency -->", "<!-- /search-latency -->"
+
+
+def write_section(path: Path, rows: list[dict]) -> None:
+    """Replace (or append) the search latency section of a markdown file."""
+    import os
+
+    lines = [
+        BEGIN,
+        "## Search latency (`python -m bench.search_latency`)",
+        "",
+        f"{QUESTIONS} queries per row after 3 warm-up queries, k=10, results by page; "
+        f"synthetic chunks (random text, random {DIM}-d vectors), query vector random, so the "
+        f"figure is the store's work; {os.cpu_count()} CPUs, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Targets: p95 <= 150 ms at "
+        "100k chunks, <= 1 s at 1M.",
+        "",
+        "| chunks | mode | p50 ms | p95 ms | target p95 ms | generate s | keyword index build s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        target = 150 if r["chunks"] <= 100_000 else 1000
+        verdict = "PASS" if r["p95_ms"] <= target else "FAIL"
+        lines.append(
+            f"| {r['chunks']:,} | {r['mode']} | {r['p50_ms']} | {r['p95_ms']} | "
+            f"{target} ({verdict}) | {r['generate_s']} | {r['fts_build_s']} |"
+        )
+    lines.append(END)
+    section = "\n".join(lines)
+    text = path.read_text() if path.exists() else ""
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -183,3 +183,20 @@ def rebuild_fts(settings: Settings, wait_s: float = 1.0) -> None:
                 log.info("keyword index rebuilt in %.2f s", took)
     except store.StoreLockedError:
         log.info("keyword index is stale and the store is busy: using the stale index")
+
+
+def graph_context(settings: Settings, hits: list[Hit]) -> dict[str, dict]:
+    """For each hit, its neighbouring chunks along NEXT and the pages linking to its page,
+    read from the graph sink (USE_NEO4J=true)."""
+    from dataclasses import asdict as as_dict
+
+    if not settings.use_neo4j:
+        raise SearchError("--graph needs the graph sink: set USE_NEO4J=true (and NEO4J_*)")
+    from rag_assets.definitions import build_graph_resource
+
+    graph = build_graph_resource(settings).process_config_and_initialize()
+    try:
+        found = graph.neighbours([hit.chunk_id for hit in hits])
+    except Exception as exc:  # the sink's errors name the URI, never the password
+        raise SearchError(f"graph sink: {exc}") from exc
+    return {chunk_id: as_dict(neighbours) for chunk_id, neighbours in found.items()}

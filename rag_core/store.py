@@ -295,15 +295,17 @@ def vector_candidates(
     """Top ``limit`` chunks by cosine similarity to ``query``: (chunk_id, item_id, title, url,
     heading, text, content_hash, chunk_index, score). A top-N scan (no window over the table):
     callers de-duplicate the few rows returned."""
-    dim = len(query)
+    filtered = bool(url_prefix or title)
+    # The question vector goes in as a constant: as a parameter, DuckDB casts the list to
+    # FLOAT[n] on every row (measured ~5x slower on 20k rows). Only floats are formatted here.
+    vector = "[" + ",".join(repr(float(x)) for x in query) + f"]::FLOAT[{len(query)}]"
+    join = "JOIN chunks c USING (chunk_id) JOIN documents d ON d.item_id = c.item_id"
     return con.execute(
         f"""
         WITH top AS (
-            SELECT e.chunk_id, array_cosine_similarity(e.embedding, $query::FLOAT[{dim}]) AS score
-            FROM embeddings e
-            {"JOIN chunks c USING (chunk_id) JOIN documents d ON d.item_id = c.item_id"
-             if url_prefix or title else ""}
-            WHERE e.model = $model {"AND " + _filters_sql() if url_prefix or title else ""}
+            SELECT e.chunk_id, array_cosine_similarity(e.embedding, {vector}) AS score
+            FROM embeddings e {join if filtered else ""}
+            WHERE e.model = $model {"AND " + _filters_sql() if filtered else ""}
             ORDER BY score DESC, e.chunk_id
             LIMIT $limit
         )
@@ -312,8 +314,8 @@ def vector_candidates(
         FROM top JOIN chunks c USING (chunk_id) JOIN documents d ON d.item_id = c.item_id
         ORDER BY top.score DESC, c.chunk_id
         """,
-        {"query": list(query), "model": model, "limit": limit}
-        | ({"prefix": url_prefix, "title": title} if url_prefix or title else {}),
+        {"model": model, "limit": limit}
+        | ({"prefix": url_prefix, "title": title} if filtered else {}),
     ).fetchall()
 
 
