@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv run test lint dev bench clean-data env-example
+.PHONY: venv run test lint dev bench bench-search browser postgres-docs clean-data env-example
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,18 @@ venv: $(STAMP)
 run: venv
 	$(BIN)/rag run
 
+## Debian's Chromium and its WebDriver, for the search page's browser test (tests/test_serve.py).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update && apt-get install -y chromium chromium-driver; }
+
+## The PostgreSQL 15 manual (Debian package), the second retrieval question set's site.
+postgres-docs:
+	@test -f /usr/share/doc/postgresql-doc-15/html/index.html || \
+		{ apt-get update && apt-get install -y postgresql-doc-15; }
+
 ## Lint, then the whole test suite (unit, in-process Dagster, real daemon end to end).
-test: venv lint
+test: venv lint browser
 	$(BIN)/python -m pytest -q
 
 lint: venv
@@ -44,8 +54,17 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
 	touch $(BENCH_STAMP)
 
-bench: venv $(BENCH_STAMP)
+bench: venv $(BENCH_STAMP) postgres-docs
 	$(BIN)/python -m bench --n $(N) $(if $(filter 1 true yes,$(SCALE)),--scale,)
+	$(BIN)/python -m bench.search_latency --n 100000 --n 1000000 --write bench/RESULTS.md
+	$(BIN)/python -m bench.retrieval --subset 4 --site demo --site postgres \
+		--variant baseline --variant $(RETRIEVAL_VARIANT)
+
+## Only the search latency part of make bench (SEARCH_N=100000 for the smaller size alone).
+SEARCH_N ?= 100000 1000000
+RETRIEVAL_VARIANT ?= header
+bench-search: venv
+	$(BIN)/python -m bench.search_latency $(foreach n,$(SEARCH_N),--n $(n)) --write bench/RESULTS.md
 
 ## Remove everything ingested (item files, DuckDB, the Dagster instance, logs).
 clean-data:

@@ -1,112 +1,166 @@
-"""How long one ``rag search`` takes from a shell, and its peak memory, three ways.
+"""Search latency at scale: p50/p95 of `vector` and `hybrid` search over N synthetic chunks
+(``python -m bench.search_latency --n 100000 --n 1000000``).
 
-    python -m bench.search_latency --data-dir data --runs 5 --json out.json
-
-- ``warm``: a warm embedding server runs and announces itself in ``<data-dir>`` (as under
-  ``rag run`` / ``make dev``); ``rag search`` sends it the question.
-- ``cold``: no server; ``rag search`` embeds the question itself (numpy encoder).
-- ``torch``: what ``rag search`` did before: the Dagster embedder resource, torch and
-  sentence-transformers loaded for one question (one run: it is slow).
-
-Each figure is a fresh ``rag search`` process, timed from start to exit; peak RSS is that
-process's own (``wait4``). Targets (issue 16): warm p50 <= 1 s, cold <= 5 s.
+Chunks are random text over a 5,000-word vocabulary with random 384-d vectors, 10 chunks per
+page. The question vector is random too, so the timing is the store's (DuckDB scan, BM25,
+fusion, de-duplication); embedding one question with the warm model adds ~10-20 ms on top.
+The keyword index is built once per size (its build time is reported: that is the cost of a
+rebuild after a batch changed the chunks).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import signal
+import dataclasses
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-QUESTION = "how do I install on Windows"
-RAG = Path(sys.executable).parent / "rag"
-OLD_PATH = (
-    "import sys\n"
-    "from rag_core.search import search\n"
-    "from rag_core.settings import load_settings\n"
-    "from resources.embedder import SentenceTransformerEmbedder\n"
-    "s = load_settings()\n"
-    "hits = search(s, sys.argv[1], 5, SentenceTransformerEmbedder.from_settings(s))\n"
-    "print(len(hits))\n"
-)
+import numpy as np
+
+from rag_core import store
+from rag_core.search import search
+from rag_core.settings import load_settings
+
+DIM = 384
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+WORDS = 5000
+QUESTIONS = 40
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one process run to completion."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[:3]} failed: {proc.stderr.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+class RandomEmbedder:
+    """Stands in for the model: a random unit vector per text."""
+
+    @dataclasses.dataclass
+    class Info:
+        name: str = MODEL
+        dimension: int = DIM
+
+    info = Info()
+
+    def __init__(self, seed: int = 1):
+        self.rng = np.random.default_rng(seed)
+
+    def embed(self, texts):
+        v = self.rng.standard_normal((len(texts), DIM)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True), "random"
 
 
-def measure(cmd: list[str], env: dict[str, str], runs: int) -> dict:
-    samples = [timed(cmd, env) for _ in range(runs)]
-    walls = [w for w, _ in samples]
+def build(path: Path, n: int) -> dict:
+    """A store of ``n`` synthetic chunks, generated inside DuckDB."""
+    for leftover in (path, path.with_name(path.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    started = time.monotonic()
+    with store.connect(path) as con:
+        store.ensure_schema(con, DIM)
+        con.execute("SELECT setseed(0.42)")
+        con.execute(
+            f"CREATE TEMP TABLE vocab AS SELECT i, 'w' || i::VARCHAR AS w FROM range({WORDS}) t(i)"
+        )
+        pages = max(n // 10, 1)
+        con.execute(
+            "INSERT INTO documents (item_id, url, title, text, content_hash) "
+            "SELECT 'p' || i, 'http://127.0.0.1/p/' || i || '.html', 'Page ' || i, '', "
+            f"md5('p' || i) FROM range({pages}) t(i)"
+        )
+        # Words drawn with a skewed distribution so BM25 sees common and rare terms.
+        con.execute(
+            "INSERT INTO chunks (chunk_id, item_id, chunk_index, heading, text, token_count, "
+            "content_hash) "
+            "SELECT 'c' || i, 'p' || (i // 10), i % 10, 'Section ' || (i % 10), "
+            "  list_aggregate(list_transform(range(60), x -> 'w' || "
+            f"   floor(pow(random(), 3) * {WORDS})::INT), 'string_agg', ' '), 60, md5('c' || i) "
+            f"FROM range({n}) t(i)"
+        )
+        con.execute(
+            "INSERT INTO embeddings (chunk_id, item_id, model, embedding) "
+            f"SELECT 'c' || i, 'p' || (i // 10), '{MODEL}', "
+            f"  list_transform(range({DIM}), x -> random() - 0.5)::FLOAT[{DIM}] "
+            f"FROM range({n}) t(i)"
+        )
+        gen_s = time.monotonic() - started
+        fts_s = store.rebuild_fts_index(con)
+    return {"generate_s": round(gen_s, 1), "fts_build_s": round(fts_s, 1)}
+
+
+def measure(path: Path, mode: str, k: int = 10) -> dict:
+    settings = dataclasses.replace(load_settings(), duckdb_path=path)
+    embedder = RandomEmbedder()
+    rng = np.random.default_rng(7)
+    times = []
+    for i in range(QUESTIONS + 3):
+        words = " ".join(f"w{int(x)}" for x in rng.integers(0, WORDS // 10, 4))
+        started = time.monotonic()
+        hits = search(settings, words, k, embedder, mode=mode, by_page=True)
+        if i >= 3:  # the first queries warm the file cache
+            times.append(1000 * (time.monotonic() - started))
+        assert hits, "no hits"
+    times.sort()
     return {
-        "runs": runs,
-        "p50_s": round(statistics.median(walls), 3),
-        "max_s": round(max(walls), 3),
-        "walls_s": [round(w, 3) for w in walls],
-        "peak_rss_mb": round(max(r for _, r in samples)),
+        "p50_ms": round(statistics.median(times), 1),
+        "p95_ms": round(times[int(0.95 * (len(times) - 1))], 1),
     }
 
 
-def start_server(data_dir: Path, env: dict[str, str]) -> subprocess.Popen:
-    from rag_core.server_state import read_state, state_path
-
-    server = subprocess.Popen(
-        [sys.executable, "-m", "rag_core.embedding_server", "--state-file",
-         str(state_path(data_dir))],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 300
-    while read_state(state_path(data_dir)) is None:
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("the embedding server did not start")
-        time.sleep(0.2)
-    return server
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.search_latency", description=__doc__)
-    parser.add_argument("--data-dir", type=Path, required=True, help="an ingested DATA_DIR")
-    parser.add_argument("--duckdb", type=Path, help="default: <data-dir>/rag.duckdb")
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--skip-torch", action="store_true")
-    parser.add_argument("--json", type=Path)
+    parser = argparse.ArgumentParser(prog="python -m bench.search_latency")
+    parser.add_argument("--n", type=int, action="append", required=True)
+    parser.add_argument("--dir", default="/tmp/rag-search-latency")
+    parser.add_argument("--write", type=Path, help="put the table into this markdown file")
     args = parser.parse_args(argv)
-    data_dir = args.data_dir.resolve()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDDING_SERVER_URL")}
-    env.update(DATA_DIR=str(data_dir), DUCKDB_PATH=str(args.duckdb or data_dir / "rag.duckdb"))
-    search = [str(RAG), "search", QUESTION]
-    load = [round(x, 2) for x in os.getloadavg()]
-    out: dict = {"question": QUESTION, "load_start": load}
-    out["cold"] = measure(search, env, args.runs)
-    server = start_server(data_dir, env)
-    try:
-        timed(search, env)  # the server's first request pays its own warm-up
-        out["warm"] = measure(search, env, args.runs)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-    if not args.skip_torch:
-        out["torch"] = measure([sys.executable, "-c", OLD_PATH, QUESTION], env, 1)
-    out["load_end"] = [round(x, 2) for x in os.getloadavg()]
-    print(json.dumps(out, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2))
-    return 0
+    rows = []
+    for n in args.n:
+        path = Path(args.dir) / f"chunks-{n}.duckdb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        built = build(path, n)
+        for mode in ("vector", "hybrid"):
+            row = {"chunks": n, "mode": mode, **built, **measure(path, mode)}
+            print(row, flush=True)
+            rows.append(row)
+        path.unlink(missing_ok=True)
+    if args.write:
+        write_section(args.write, rows)
+    return 0 if rows else 1
+
+
+BEGIN, END = "<!-- search-latency -->", "<!-- /search-latency -->"
+
+
+def write_section(path: Path, rows: list[dict]) -> None:
+    """Replace (or append) the search latency section of a markdown file."""
+    import os
+
+    lines = [
+        BEGIN,
+        "## Search latency (`python -m bench.search_latency`)",
+        "",
+        f"{QUESTIONS} queries per row after 3 warm-up queries, k=10, results by page; "
+        f"synthetic chunks (random text, random {DIM}-d vectors), query vector random, so the "
+        f"figure is the store's work; {os.cpu_count()} CPUs, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Targets: p95 <= 150 ms at "
+        "100k chunks, <= 1 s at 1M.",
+        "",
+        "| chunks | mode | p50 ms | p95 ms | target p95 ms | generate s | keyword index build s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        target = 150 if r["chunks"] <= 100_000 else 1000
+        verdict = "PASS" if r["p95_ms"] <= target else "FAIL"
+        lines.append(
+            f"| {r['chunks']:,} | {r['mode']} | {r['p50_ms']} | {r['p95_ms']} | "
+            f"{target} ({verdict}) | {r['generate_s']} | {r['fts_build_s']} |"
+        )
+    lines.append(END)
+    section = "\n".join(lines)
+    text = path.read_text() if path.exists() else ""
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -31,6 +31,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             model=settings.embedding_model,
             chunk_size_tokens=settings.chunk_size_tokens,
             chunk_overlap_tokens=settings.chunk_overlap_tokens,
+            context_header=settings.chunk_context_header,
+            min_tokens=settings.chunk_min_tokens,
         ),
         "embedder": SentenceTransformerEmbedder.from_settings(settings),
         "crawler": ScrapyCrawler(

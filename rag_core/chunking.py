@@ -98,6 +98,8 @@ def chunk_document(
     max_tokens: int,
     overlap_tokens: int,
     title: str = "",
+    context_header: bool = False,
+    min_tokens: int | None = None,
 ) -> list[Chunk]:
     """Split extracted text into heading-aware chunks of at most ``max_tokens`` tokens each.
 
@@ -106,17 +108,25 @@ def chunk_document(
     first heading gets ``title`` as its heading. Chunks after the first in a section begin
     with up to ``overlap_tokens`` tokens from the end of the previous one. Every returned chunk
     satisfies ``tokenizer.count(chunk.text) <= max_tokens``.
+
+    ``context_header``: each chunk opens with its page title and full heading path
+    (``Title > Section > Subsection``) instead of its own heading line only, so the text that
+    is embedded and keyword-indexed says which page and section it comes from.
+    ``min_tokens``: consecutive one-chunk sections of at most this many tokens share a chunk
+    (default: a quarter of ``max_tokens``; 0 never merges).
     """
     _validate(max_tokens, overlap_tokens)
     if not text or not text.strip():
         return []
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     ctx = _Context(text, tokenizer, max_tokens, overlap_tokens)
+    ctx.header_title = title.strip() if context_header else None
     sections = _sections(text, title)
     drafts: list[_Draft] = []
     for section in sections:
         drafts.extend(ctx.chunk_section(section))
-    drafts = _merge_tiny(drafts, max_tokens)
+    tiny = max(max_tokens // _TINY_DIVISOR, 1) if min_tokens is None else min_tokens
+    drafts = _merge_tiny(drafts, max_tokens, tiny)
     chunks: list[Chunk] = []
     for draft in drafts:
         for piece_text, tokens in _enforce_limit(draft.text, tokenizer, max_tokens):
@@ -265,6 +275,7 @@ class _Context:
         # split at whitespace (WordPiece, BPE with whitespace pre-tokenizers); the final check
         # in _enforce_limit keeps the guarantee for any other tokenizer.
         self.starts = sorted(start for start, _ in tokenizer.offsets(text))
+        self.header_title: str | None = None  # set: chunks open with title > heading path
 
     def count(self, start: int, end: int) -> int:
         return bisect.bisect_left(self.starts, end) - bisect.bisect_left(self.starts, start)
@@ -293,6 +304,8 @@ class _Context:
 
     def heading_prefix(self, section: _Section) -> tuple[str, int]:
         """The section's heading line, cut to a quarter of max_tokens so content has room."""
+        if self.header_title is not None:
+            return self.context_prefix(section)
         if section.heading_span is None:
             return "", 0
         start, end = section.heading_span
@@ -302,6 +315,21 @@ class _Context:
             end = starts[limit]
         line = self.text[start:end].rstrip()
         return line, self.count(start, start + len(line))
+
+    def context_prefix(self, section: _Section) -> tuple[str, int]:
+        """``Title > Section > Subsection``, cut to a quarter of max_tokens."""
+        path = list(section.path)
+        title = self.header_title or ""
+        if title and (not path or path[0] != title):
+            path.insert(0, title)
+        line = " > ".join(p for p in path if p)
+        if not line:
+            return "", 0
+        offsets = self.tokenizer.offsets(line)
+        limit = self.max_tokens // 4
+        if len(offsets) > limit:
+            line = line[: offsets[limit][0]].rstrip()
+        return line, self.tokenizer.count(line)
 
     # -- blocks ------------------------------------------------------------------------
     def block_pieces(self, block: _Block, block_id: int, budget: int) -> list[_Piece]:
@@ -590,9 +618,9 @@ def _render(pieces: list[_Piece]) -> str:
     return "".join(out).strip()
 
 
-def _merge_tiny(drafts: list[_Draft], max_tokens: int) -> list[_Draft]:
-    """Merge runs of consecutive tiny one-chunk sections into shared chunks."""
-    tiny = max(max_tokens // _TINY_DIVISOR, 1)
+def _merge_tiny(drafts: list[_Draft], max_tokens: int, tiny: int) -> list[_Draft]:
+    """Merge runs of consecutive tiny one-chunk sections (<= ``tiny`` tokens) into shared
+    chunks."""
     out: list[_Draft] = []
     for draft in drafts:
         prev = out[-1] if out else None

@@ -190,13 +190,21 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     # Before numpy loads: one question's small matrix products run fastest on one thread, and
     # OpenBLAS's thread pool only adds start-up and contention (0.01 s against 0.4-1 s measured
-    # on a busy 2-core machine; bench/search_latency.py).
+    # on a busy 2-core machine; bench/search_startup.py).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from rag_core.search import SearchError, graph_context, search
 
     settings = load_settings()
     try:
-        hits = search(settings, args.question, args.k)
+        hits = search(
+            settings,
+            args.question,
+            args.k,
+            mode=args.mode,
+            by_page=args.by_page,
+            url_prefix=args.url_prefix,
+            title=args.title,
+        )
         graph = graph_context(settings, hits) if args.graph else {}
     except SearchError as exc:
         print(f"search: {exc}", file=sys.stderr)
@@ -216,6 +224,35 @@ def _cmd_search(args: argparse.Namespace) -> int:
         if args.graph:
             _print_graph(graph.get(hit.chunk_id))
     return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from rag_core.evaluation import QuestionFileError, evaluate, format_table, load_questions
+    from rag_core.search import MODES, SearchError
+
+    settings = load_settings()
+    try:
+        questions = load_questions(args.questions)
+        results = evaluate(settings, questions, tuple(args.mode or MODES))
+    except (QuestionFileError, SearchError) as exc:
+        print(f"eval: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        print(f"{args.questions}: {len(questions)} questions, store {settings.duckdb_path}")
+        print(format_table(results))
+        if args.misses:
+            for r in results:
+                for miss in r.misses:
+                    print(f"[{r.mode}] rank {miss['rank']}: {miss['q']}\n    top: {miss['top']}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from rag_core.serve import serve
+
+    return serve(load_settings(), args.host, args.port)
 
 
 def _print_graph(context: dict | None) -> None:
@@ -275,7 +312,34 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also show each hit's neighbouring chunks and the pages linking to it (graph sink)",
     )
+    search.add_argument(
+        "--mode",
+        choices=["hybrid", "vector", "keyword"],
+        default="hybrid",
+        help="hybrid (default, best measured): BM25 and vectors fused by reciprocal rank; "
+        "vector: cosine similarity; keyword: BM25 only",
+    )
+    search.add_argument("--by-page", action="store_true", help="only each page's best chunk")
+    search.add_argument("--url-prefix", default="", help="only pages whose URL starts with this")
+    search.add_argument("--title", default="", help="only pages whose title contains this")
     search.set_defaults(func=_cmd_search)
+    ev = sub.add_parser(
+        "eval", help="recall@1, recall@5 and MRR@10 of a question file, for each search mode"
+    )
+    ev.add_argument("questions", help='JSON: {"questions": [{"q": ..., "answers": [URL globs]}]}')
+    ev.add_argument(
+        "--mode",
+        action="append",
+        choices=["hybrid", "vector", "keyword"],
+        help="evaluate only this mode (repeatable; default: every mode)",
+    )
+    ev.add_argument("--json", action="store_true", help="machine-readable output")
+    ev.add_argument("--misses", action="store_true", help="list questions not answered at rank 1")
+    ev.set_defaults(func=_cmd_eval)
+    srv = sub.add_parser("serve", help="HTTP search API and page: GET /search?q=&k=&mode=")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8780, help="port (default 8780)")
+    srv.set_defaults(func=_cmd_serve)
     dev = sub.add_parser("dev", help="the Dagster UI (dagster dev) with a warm embedding model")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)

@@ -1,24 +1,23 @@
-"""Semantic search over the stored chunks: embed the question, rank by cosine in DuckDB."""
+"""Search over the stored chunks: vector (cosine in DuckDB), keyword (BM25, DuckDB fts) or
+hybrid (both ranked lists fused by reciprocal rank)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 
 from rag_core import store
 from rag_core.settings import Settings
 
-SEARCH_SQL = """
-SELECT c.chunk_id, c.item_id, d.title, d.url, c.heading, c.text,
-       array_cosine_similarity(e.embedding, $query::FLOAT[{dim}]) AS score
-FROM embeddings e
-JOIN chunks c USING (chunk_id)
-JOIN documents d ON d.item_id = c.item_id
-WHERE e.model = $model
--- The same page under two URLs (/ and /index.html) is stored twice; show it once.
-QUALIFY row_number() OVER (PARTITION BY d.content_hash, c.chunk_index ORDER BY d.url) = 1
-ORDER BY score DESC, c.chunk_id
-LIMIT $k
-"""
+log = logging.getLogger(__name__)
+
+MODES = ("hybrid", "vector", "keyword")
+DEFAULT_MODE = "hybrid"
+# Reciprocal rank fusion: score = sum over lists of 1 / (RRF_K + rank). 60 is the constant of
+# the original paper (Cormack et al. 2009); it keeps one list's top rank from dominating.
+RRF_K = 60
+# Each list contributes this many candidates to the fusion (more = slower, rarely better).
+FUSION_DEPTH = 50
 
 
 class SearchError(RuntimeError):
@@ -54,29 +53,41 @@ def embedder_for(settings: Settings):
     return query_embedder(settings)
 
 
-def search(settings: Settings, question: str, k: int = 5, embedder=None) -> list[Hit]:
-    """Top ``k`` chunks for ``question``; reads DuckDB briefly, waiting out a writer's lock."""
+def search(
+    settings: Settings,
+    question: str,
+    k: int = 5,
+    embedder=None,
+    mode: str = DEFAULT_MODE,
+    by_page: bool = False,
+    url_prefix: str = "",
+    title: str = "",
+) -> list[Hit]:
+    """Top ``k`` chunks (or pages, ``by_page``) for ``question``; reads DuckDB briefly, waiting
+    out a writer's lock. ``url_prefix`` and ``title`` (substring) filter the pages searched."""
     if not question.strip():
         raise SearchError("the question is empty")
+    if mode not in MODES:
+        raise SearchError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
+    if k < 1:
+        raise SearchError(f"k must be at least 1, got {k}")
     if not settings.duckdb_path.exists():
         raise SearchError(f"{settings.duckdb_path} does not exist yet: run `make run` first")
-    embedder = embedder or embedder_for(settings)
-    vectors, _ = embedder.embed([question])
-    query = vectors[0].tolist()
-    with store.connect(settings.duckdb_path, read_only=True) as con:
-        if not store.table_exists(con, "embeddings"):
-            raise SearchError("no embeddings stored yet")
-        dim = store.embeddings_dimension(con)
-        if dim != len(query):
-            raise SearchError(f"stored vectors have {dim} dimensions, the model gives {len(query)}")
-        rows = con.execute(
-            SEARCH_SQL.format(dim=dim),
-            {"query": query, "model": embedder.info.name, "k": k},
-        ).fetchall()
+    query = None
+    model = ""
+    if mode != "keyword":
+        embedder = embedder or embedder_for(settings)
+        vectors, _ = embedder.embed([question])
+        query = vectors[0].tolist()
+        model = embedder.info.name
+    rows = _query(settings, mode, question, query, model, k, by_page, url_prefix, title)
+    if rows is None:  # the keyword index is stale: rebuild it if the file is free, then rank
+        rebuild_fts(settings)
+        rows = _query(settings, mode, question, query, model, k, by_page, url_prefix, title, True)
     return [
         Hit(
             rank=i + 1,
-            score=round(float(r[6]), 4),
+            score=round(float(score), 4),
             title=r[2] or "",
             url=r[3],
             heading=r[4] or "",
@@ -84,8 +95,95 @@ def search(settings: Settings, question: str, k: int = 5, embedder=None) -> list
             chunk_id=r[0],
             item_id=r[1],
         )
-        for i, r in enumerate(rows)
+        for i, (r, score) in enumerate(rows)
     ]
+
+
+def _query(settings, mode, question, query, model, k, by_page, url_prefix, title, stale_ok=False):
+    """Ranked (row, score) pairs from one short read-only connection; None when keyword ranks
+    are needed and the index is stale (and ``stale_ok`` is not set)."""
+    with store.connect(settings.duckdb_path, read_only=True) as con:
+        if not store.table_exists(con, "embeddings"):
+            raise SearchError("no embeddings stored yet")
+        if query is not None:
+            dim = store.embeddings_dimension(con)
+            if dim != len(query):
+                raise SearchError(
+                    f"stored vectors have {dim} dimensions, the model gives {len(query)}"
+                )
+        if mode != "vector":
+            store.load_fts(con)
+            if not stale_ok and not store.fts_is_current(con):
+                return None
+        return _ranked(con, mode, question, query, model, k, by_page, url_prefix, title)
+
+
+def _ranked(con, mode, question, query, model, k, by_page, url_prefix, title):
+    """Fetch a few candidates per list, de-duplicate them, and grow the fetch only when
+    duplicates left fewer than ``k``: the work is O(k) rows, not a pass over every chunk."""
+    depth = max(FUSION_DEPTH, 4 * k) if mode == "hybrid" else 4 * k + 8
+    while True:
+        vec = kw = []
+        if mode != "keyword":
+            vec = store.vector_candidates(con, query, model, depth, url_prefix, title)
+        if mode != "vector":
+            kw = _keyword(con, question, depth, url_prefix, title)
+        if mode == "hybrid":
+            scored = fuse([vec, kw])
+        else:
+            scored = [(r, r[8]) for r in (vec or kw)]
+        out = dedupe(scored, k, by_page)
+        exhausted = len(vec) < depth and len(kw) < depth
+        if len(out) >= k or exhausted:
+            return out
+        depth *= 4
+
+
+def _keyword(con, question, depth, url_prefix, title):
+    if not store.fts_index_exists(con):
+        return []
+    return store.keyword_candidates(con, question, depth, url_prefix, title)
+
+
+def fuse(lists: list[list[tuple]]) -> list[tuple[tuple, float]]:
+    """Reciprocal rank fusion of ranked row lists (rows keyed by chunk id, their first field)."""
+    scores: dict[str, float] = {}
+    rows: dict[str, tuple] = {}
+    for ranked in lists:
+        for rank, row in enumerate(ranked, start=1):
+            scores[row[0]] = scores.get(row[0], 0.0) + 1.0 / (RRF_K + rank)
+            rows.setdefault(row[0], row)
+    order = sorted(scores, key=lambda cid: (-scores[cid], cid))
+    return [(rows[cid], scores[cid]) for cid in order]
+
+
+def dedupe(scored: list[tuple[tuple, float]], k: int, by_page: bool) -> list[tuple[tuple, float]]:
+    """The first ``k`` rows, each page's text shown once: the same page stored under two URLs
+    (/ and /index.html) has one content hash; ``by_page`` keeps only each page's best chunk."""
+    seen: set = set()
+    out = []
+    for row, score in scored:
+        key = row[6] if by_page else (row[6], row[7])
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append((row, score))
+        if len(out) == k:
+            break
+    return out
+
+
+def rebuild_fts(settings: Settings, wait_s: float = 1.0) -> None:
+    """Rebuild the keyword index after chunks changed. Needs the file for writing: while
+    ingestion holds it, the stale index is used and rebuilt by a later search."""
+    try:
+        with store.connect(settings.duckdb_path, timeout_s=wait_s) as con:
+            store.load_fts(con)
+            if not store.fts_is_current(con):
+                took = store.rebuild_fts_index(con)
+                log.info("keyword index rebuilt in %.2f s", took)
+    except store.StoreLockedError:
+        log.info("keyword index is stale and the store is busy: using the stale index")
 
 
 def graph_context(settings: Settings, hits: list[Hit]) -> dict[str, dict]:

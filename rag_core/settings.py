@@ -382,6 +382,21 @@ VARIABLES: tuple[Variable, ...] = (
         "chunking",
     ),
     Variable(
+        "CHUNK_CONTEXT_HEADER",
+        "false",
+        _boolean,
+        "each chunk opens with its page title and heading path (Title > Section > Sub), so "
+        "the embedded and keyword-indexed text says where it comes from",
+        "chunking",
+    ),
+    Variable(
+        "CHUNK_MIN_TOKENS",
+        "56",
+        _integer(0, 8192),
+        "consecutive sections of at most this many tokens share one chunk (0 = never merge)",
+        "chunking",
+    ),
+    Variable(
         "DATA_DIR",
         "data",
         _path,
@@ -465,6 +480,8 @@ class Settings:
     embedding_server_url: str
     chunk_size_tokens: int
     chunk_overlap_tokens: int
+    chunk_context_header: bool
+    chunk_min_tokens: int
     data_dir: Path
     duckdb_path: Path
     demo_site_port: int

@@ -248,3 +248,157 @@ def example_title(con: duckdb.DuckDBPyConnection) -> str | None:
         "ORDER BY word_count DESC, item_id LIMIT 1"
     ).fetchone()
     return row[0] if row else None
+
+
+# --- full-text search (BM25 through DuckDB's fts extension) -------------------------------
+#
+# The fts index is a snapshot: DuckDB does not update it when `chunks` changes. Its state
+# table records which `chunks` it was built from (row count and an order-free checksum of the
+# chunk ids); a search that finds it stale rebuilds it when it can get the file for writing,
+# and otherwise ranks with the stale index (rows deleted since are dropped by the join, new
+# rows are missing from keyword ranks until the next rebuild).
+
+FTS_SCHEMA = "fts_main_chunks"
+FTS_STATE_DDL = """
+CREATE TABLE IF NOT EXISTS fts_state (
+    chunks BIGINT NOT NULL,
+    checksum UBIGINT NOT NULL,
+    built_at TIMESTAMPTZ DEFAULT current_timestamp,
+    build_s DOUBLE
+);
+"""
+
+
+def fts_extension_path() -> str:
+    """The fts extension binary shipped in the duckdb-extension-fts wheel (loads offline)."""
+    import duckdb_extension_fts
+
+    # The wheel holds extensions/v<duckdb version>/fts.duckdb_extension and no helper.
+    root = Path(duckdb_extension_fts.__file__).parent / "extensions"
+    path = root / f"v{duckdb.__version__}" / "fts.duckdb_extension"
+    if not path.is_file():
+        found = sorted(p.parent.name for p in root.glob("v*/fts.duckdb_extension"))
+        raise RuntimeError(
+            f"the fts extension for DuckDB {duckdb.__version__} is not installed (the "
+            f"duckdb-extension-fts wheel has {found or 'none'}): install the matching "
+            "duckdb-extension-fts version"
+        )
+    return str(path)
+
+
+def load_fts(con: duckdb.DuckDBPyConnection) -> None:
+    """Load the fts extension from the installed wheel, never from the network."""
+    con.execute(f"LOAD '{fts_extension_path()}'")
+
+
+def chunks_signature(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """(row count, order-free checksum of chunk ids) of the chunks table."""
+    row = con.execute(
+        "SELECT count(*), coalesce(bit_xor(hash(chunk_id)), 0) FROM chunks"
+    ).fetchone()
+    return int(row[0]), int(row[1])
+
+
+def fts_is_current(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether an fts index exists and was built from the chunks table as it is now."""
+    if not table_exists(con, "fts_state") or not fts_index_exists(con):
+        return False
+    row = con.execute("SELECT chunks, checksum FROM fts_state").fetchone()
+    return row is not None and (int(row[0]), int(row[1])) == chunks_signature(con)
+
+
+def fts_index_exists(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the chunks table has an fts index (its schema exists)."""
+    row = con.execute(
+        "SELECT count(*) FROM information_schema.schemata WHERE schema_name = ?", [FTS_SCHEMA]
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def rebuild_fts_index(con: duckdb.DuckDBPyConnection) -> float:
+    """(Re)build the BM25 index over chunk heading and text; returns the seconds it took."""
+    started = time.monotonic()
+    load_fts(con)
+    signature = chunks_signature(con)
+    # English stemming and stop words: both question sets are English documentation.
+    con.execute(
+        "PRAGMA create_fts_index('chunks', 'chunk_id', 'heading', 'text', "
+        "stemmer = 'english', stopwords = 'english', overwrite = 1)"
+    )
+    elapsed = time.monotonic() - started
+    con.execute(FTS_STATE_DDL)
+    con.execute("DELETE FROM fts_state")
+    con.execute(
+        "INSERT INTO fts_state (chunks, checksum, build_s) VALUES (?, ?, ?)",
+        [signature[0], signature[1], elapsed],
+    )
+    return elapsed
+
+
+def keyword_candidates(
+    con: duckdb.DuckDBPyConnection,
+    question: str,
+    limit: int,
+    url_prefix: str = "",
+    title: str = "",
+) -> list[tuple]:
+    """Top ``limit`` chunks by BM25 for ``question``: (chunk_id, item_id, title, url, heading,
+    text, content_hash, chunk_index, score)."""
+    load_fts(con)
+    return con.execute(
+        f"""
+        SELECT * FROM (
+            SELECT c.chunk_id, c.item_id, d.title, d.url, c.heading, c.text, d.content_hash,
+                   c.chunk_index,
+                   {FTS_SCHEMA}.match_bm25(c.chunk_id, $q) AS score
+            FROM chunks c JOIN documents d ON d.item_id = c.item_id
+            WHERE {_filters_sql()}
+        ) WHERE score IS NOT NULL
+        ORDER BY score DESC, chunk_id
+        LIMIT $limit
+        """,
+        {"q": question, "limit": limit, "prefix": url_prefix, "title": title},
+    ).fetchall()
+
+
+def vector_candidates(
+    con: duckdb.DuckDBPyConnection,
+    query: Sequence[float],
+    model: str,
+    limit: int,
+    url_prefix: str = "",
+    title: str = "",
+) -> list[tuple]:
+    """Top ``limit`` chunks by cosine similarity to ``query``: (chunk_id, item_id, title, url,
+    heading, text, content_hash, chunk_index, score). A top-N scan (no window over the table):
+    callers de-duplicate the few rows returned."""
+    filtered = bool(url_prefix or title)
+    # The question vector goes in as a constant: as a parameter, DuckDB casts the list to
+    # FLOAT[n] on every row (measured ~5x slower on 20k rows). Only floats are formatted here.
+    vector = "[" + ",".join(repr(float(x)) for x in query) + f"]::FLOAT[{len(query)}]"
+    join = "JOIN chunks c USING (chunk_id) JOIN documents d ON d.item_id = c.item_id"
+    return con.execute(
+        f"""
+        WITH top AS (
+            SELECT e.chunk_id, array_cosine_similarity(e.embedding, {vector}) AS score
+            FROM embeddings e {join if filtered else ""}
+            WHERE e.model = $model {"AND " + _filters_sql() if filtered else ""}
+            ORDER BY score DESC, e.chunk_id
+            LIMIT $limit
+        )
+        SELECT c.chunk_id, c.item_id, d.title, d.url, c.heading, c.text, d.content_hash,
+               c.chunk_index, top.score
+        FROM top JOIN chunks c USING (chunk_id) JOIN documents d ON d.item_id = c.item_id
+        ORDER BY top.score DESC, c.chunk_id
+        """,
+        {"model": model, "limit": limit}
+        | ({"prefix": url_prefix, "title": title} if filtered else {}),
+    ).fetchall()
+
+
+def _filters_sql() -> str:
+    # Empty filter values match everything; the title filter is a case-insensitive substring.
+    return (
+        "($prefix = '' OR starts_with(d.url, $prefix)) "
+        "AND ($title = '' OR contains(lower(d.title), lower($title)))"
+    )

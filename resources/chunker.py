@@ -21,6 +21,8 @@ class TokenChunker(dg.ConfigurableResource):
     model: str = embedding.DEFAULT_MODEL
     chunk_size_tokens: int = 224
     chunk_overlap_tokens: int = 32
+    context_header: bool = False
+    min_tokens: int = 56
 
     @property
     def tokenizer(self) -> ModelTokenizer:
@@ -34,5 +36,11 @@ class TokenChunker(dg.ConfigurableResource):
     def chunk(self, text: str, title: str = "") -> list[Chunk]:
         """Chunks of ``text`` in reading order."""
         return chunk_document(
-            text, self.tokenizer, self.max_tokens, self.chunk_overlap_tokens, title
+            text,
+            self.tokenizer,
+            self.max_tokens,
+            self.chunk_overlap_tokens,
+            title,
+            context_header=self.context_header,
+            min_tokens=self.min_tokens,
         )
