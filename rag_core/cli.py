@@ -44,6 +44,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_dev(args: argparse.Namespace) -> int:
     import subprocess
 
+    from rag_core.metrics import metrics_exporter
     from rag_core.runner import (
         BIN,
         RunFailedError,
@@ -79,7 +80,10 @@ def _cmd_dev(args: argparse.Namespace) -> int:
             "-p",
             str(args.port),
         ]
-        return subprocess.call(cmd, cwd=PROJECT_ROOT, env=child_environment(settings, **overrides))
+        with metrics_exporter(settings):
+            return subprocess.call(
+                cmd, cwd=PROJECT_ROOT, env=child_environment(settings, **overrides)
+            )
     except KeyboardInterrupt:
         return 0
     finally:

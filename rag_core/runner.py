@@ -21,6 +21,7 @@ from pathlib import Path
 
 from rag_core.instance import open_instance
 from rag_core.items import scan_item_files
+from rag_core.metrics import metrics_exporter
 from rag_core.prune import read_removals
 from rag_core.settings import PROJECT_ROOT, Settings, child_environment
 from rag_core.status import store_counts
@@ -274,7 +275,7 @@ def run_pipeline(settings: Settings, reporter: Reporter | None = None) -> dict:
     services = Services(settings.data_dir / "logs")
     overrides = {}
     try:
-        with demo_site_if_needed(settings) as site_url:
+        with demo_site_if_needed(settings) as site_url, metrics_exporter(settings, wall_start):
             if site_url:
                 print(f"Serving the demo site at {site_url}")
             server_url = settings.embedding_server_url

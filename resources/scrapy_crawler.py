@@ -99,6 +99,11 @@ class ScrapyCrawler(dg.ConfigurableResource):
     log_level: str = "INFO"
     demo_site_port: int = 8765
     prune_removed: bool = False
+    priority_rules: str = ""
+    sitemaps: bool = False
+    # Backpressure: pause while this many item files wait for ingestion on ``dagster_home``.
+    max_pending_items: int = 0
+    dagster_home: str = ""
 
     @property
     def stats_file(self) -> Path:
@@ -143,6 +148,13 @@ class ScrapyCrawler(dg.ConfigurableResource):
         ]
         if self.autothrottle:
             cmd.append("--autothrottle")
+        if self.priority_rules:
+            cmd += ["--priority-rules", self.priority_rules]
+        if self.sitemaps:
+            cmd.append("--sitemaps")
+        if self.max_pending_items and self.dagster_home:
+            cmd += ["--max-pending-items", str(self.max_pending_items)]
+            cmd += ["--dagster-home", self.dagster_home]
         return cmd
 
     def crawl(

@@ -9,7 +9,7 @@ import dagster as dg
 
 from rag_assets.jobs import INGEST_JOB_NAME, LANE_TAG, PRUNE_JOB_NAME, ingest_job, prune_job
 from rag_assets.partitions import ITEMS_PARTITIONS_NAME
-from rag_core import prune
+from rag_core import priority, prune
 from resources.raw_items import RawItemStore
 
 if TYPE_CHECKING:
@@ -192,14 +192,23 @@ def evaluate_files(
     order = move_to_end(instance, pending)
     position = {key: index for index, key in enumerate(order)}
     pending.sort(key=position.__getitem__)
+    # Priority (PRIORITY_RULES, sitemap <priority>): highest first, one priority level per run.
+    ranks = priority.read_priorities(raw_store.folder)
+    pending = priority.order_waiting(pending, ranks)
     now = time.time()
     # Batch mode promises one run for everything after the crawl: no cold-start cap there.
     cold = mode == "streaming" and now - cursor.last_request_at > QUIET_SPELL_S
     batch = pending[:COLD_START_BATCH] if cold else pending
+    batch = priority.first_tier(batch, ranks) if mode == "streaming" else batch
+    if ranks and len(batch) < len(pending):
+        order = move_to_end(instance, batch)  # the run's range must hold this batch only
     cursor.pending = pending[len(batch) :]
     cursor.batches += 1
     cursor.last_request_at = now
-    request = range_request(order, batch, {"rag/batch": str(cursor.batches)})
+    tags = {"rag/batch": str(cursor.batches)}
+    if ranks:
+        tags["dagster/priority"] = str(priority.run_priority(batch, ranks))
+    request = range_request(order, batch, tags)
     context.log.info(
         f"requesting one run for {len(batch)} item(s) ({len(new)} new this tick, "
         f"{len(cursor.pending)} left for the next run{', cold start' if cold else ''}; "
