@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -401,10 +402,15 @@ def metrics_exporter(settings: Settings, session_start: float | None = None) -> 
             settings.metrics_port, addr=settings.metrics_host, registry=registry
         )
     except OSError as exc:
-        raise OSError(
-            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} ({exc}); "
-            "set METRICS_PORT to a free port, or 0 to turn metrics off"
-        ) from exc
+        # Metrics are for watching, not for ingesting: a busy port must not stop the work.
+        print(
+            f"Warning: no metrics: cannot listen on {settings.metrics_host}:"
+            f"{settings.metrics_port} ({exc}); set METRICS_PORT to a free port (0 = off)",
+            file=sys.stderr,
+        )
+        collector.close()
+        yield None
+        return
     print(f"Metrics at http://{settings.metrics_host}:{settings.metrics_port}/metrics")
     try:
         yield collector
