@@ -122,8 +122,7 @@ class Backpressure:
         self.crawler.engine.pause()
         self.crawler.stats.inc_value(STAT_PAUSES)
         logger.info(
-            "Backpressure: %d item file(s) wait for ingestion (MAX_PENDING_ITEMS=%d); "
-            "crawl paused",
+            "Backpressure: %d item file(s) wait for ingestion (MAX_PENDING_ITEMS=%d); crawl paused",
             self.waiting,
             self.max_pending,
         )

@@ -56,7 +56,15 @@ def test_priority_rules_setting_is_validated_at_start(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("1.0", 100), ("0.5", 0), ("0.0", -100), ("0.8", 60), ("1.5", None), ("x", None), (None, None)],
+    [
+        ("1.0", 100),
+        ("0.5", 0),
+        ("0.0", -100),
+        ("0.8", 60),
+        ("1.5", None),
+        ("x", None),
+        (None, None),
+    ],
 )
 def test_sitemap_priority_scale(value: str | None, expected: int | None) -> None:
     assert priority.sitemap_priority(value) == expected
