@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv run test lint dev bench clean-data env-example
+.PHONY: venv run test lint dev bench clean-data env-example test-servers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,15 @@ run: venv
 	$(BIN)/rag run
 
 ## Lint, then the whole test suite (unit, in-process Dagster, real daemon end to end).
-test: venv lint
+test: venv lint test-servers
 	$(BIN)/python -m pytest -q
+
+# Servers the tests start themselves on free ports: Prometheus (Debian package) scrapes a
+# real `rag run` in tests/test_ops_e2e.py.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+test-servers:
+	@command -v prometheus >/dev/null || { $(SUDO) apt-get update && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends prometheus; }
 
 lint: venv
 	$(BIN)/ruff check .
