@@ -9,15 +9,18 @@ number reaches ``MAX_PENDING_ITEMS`` it pauses the engine: requests already bein
 still finish (at most CONCURRENT_REQUESTS more items, "one crawl batch"), nothing new is
 sent, and the spider is not closed as idle. It unpauses once ingestion caught up.
 
-Cheap: the written count is kept in memory (from the storage pipeline's ``rag/items_saved``
-stat); the Dagster instance is asked only when the count reaches the bound, and then only for
-materialisations newer than the last answer (one indexed query with a cursor).
+Cheap: the written keys are kept in memory (a page counts when its item file's mtime is
+after the crawl's start: one ``stat`` per item); the Dagster instance is asked only when the
+count reaches the bound, and then only for materialisations newer than the last answer (one
+indexed query with a cursor). Not the storage pipeline's ``rag/items_saved`` stat: items
+go through the pipelines concurrently, so one signal can see two increments.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
@@ -25,6 +28,7 @@ from scrapy.exceptions import NotConfigured
 from twisted.internet import task
 
 from rag_core.ids import item_key
+from rag_core.items import item_file_name
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -74,13 +78,14 @@ class IngestedSince:
 class Backpressure:
     """Scrapy extension: pause the engine while ``MAX_PENDING_ITEMS`` item files wait."""
 
-    def __init__(self, crawler: Crawler, max_pending: int, ingested: Any):
+    def __init__(self, crawler: Crawler, max_pending: int, ingested: Any, raw_dir: Path):
         self.crawler = crawler
         self.max_pending = max_pending
         self.ingested = ingested  # .refresh() -> set of ingested keys
+        self.raw_dir = raw_dir
+        self.started_ns = time.time_ns()
         self.written: set[str] = set()
         self.done: set[str] = set()
-        self.saved_stat = 0
         self.paused_at: float | None = None
         self.poll = task.LoopingCall(self._poll)
 
@@ -93,7 +98,8 @@ class Backpressure:
         home = settings.get("BACKPRESSURE_DAGSTER_HOME")
         if max_pending <= 0 or not home:
             raise NotConfigured("backpressure off (MAX_PENDING_ITEMS=0 or no Dagster instance)")
-        extension = cls(crawler, max_pending, IngestedSince(home, time.time()))
+        raw_dir = Path(settings.get("RAW_ITEMS_DIR") or "data/raw")
+        extension = cls(crawler, max_pending, IngestedSince(home, time.time()), raw_dir)
         crawler.signals.connect(extension.item_scraped, signal=signals.item_scraped)
         crawler.signals.connect(extension.spider_closed, signal=signals.spider_closed)
         return extension
@@ -104,13 +110,17 @@ class Backpressure:
 
     def item_scraped(self, item: Any, response: Any = None, spider: Any = None) -> None:
         """Count the item if the storage pipeline wrote a file for it; pause at the bound."""
-        saved = self.crawler.stats.get_value("rag/items_saved", 0)
-        if saved == self.saved_stat:
-            return  # unchanged page: no file written, nothing for ingestion to do
-        self.saved_stat = saved
         url = item.get("url") if hasattr(item, "get") else getattr(item, "url", None)
-        if url:
-            self.written.add(item_key(url))
+        if not url:
+            return
+        key = item_key(url)
+        try:
+            mtime_ns = (self.raw_dir / item_file_name(key)).stat().st_mtime_ns
+        except FileNotFoundError:
+            return
+        if mtime_ns < self.started_ns:
+            return  # unchanged page: its file was not rewritten, nothing for ingestion to do
+        self.written.add(key)
         self._track_max()
         if self.paused_at is None and self.waiting >= self.max_pending:
             self.done = set(self.ingested.refresh())

@@ -4,6 +4,7 @@ stand-in engine; the real Prometheus and `rag run` are in test_ops_e2e."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import urllib.request
 from pathlib import Path
@@ -16,6 +17,7 @@ from prometheus_client.registry import CollectorRegistry
 from crawler.backpressure import Backpressure
 from rag_core import metrics, store
 from rag_core.ids import item_key
+from rag_core.items import item_file_name
 from rag_core.runner import free_port
 from tests.helpers import settings_for, write_page
 
@@ -165,20 +167,26 @@ class _Ingested:
         return self.keys
 
 
-def test_backpressure_pauses_at_the_bound_and_resumes_when_ingestion_catches_up() -> None:
+def test_backpressure_pauses_at_the_bound_and_resumes_when_ingestion_catches_up(
+    tmp_path: Path,
+) -> None:
     crawler, ingested = _Crawler(), _Ingested()
-    extension = Backpressure(crawler, 3, ingested)
+    raw = tmp_path / "raw"
+    old = write_page(raw, "http://site.test/p1", "P1", "<p>stored by an earlier crawl</p>")
+    os.utime(raw / item_file_name(old), ns=(0, 0))
+    extension = Backpressure(crawler, 3, ingested, raw)
     extension.poll.start = lambda *a, **k: None  # no reactor here; _poll is called by hand
     urls = [f"http://site.test/p{i}" for i in range(6)]
 
     def scrape(url, written=True):
         if written:
-            crawler.stats.inc_value("rag/items_saved")
+            write_page(raw, url, "P", "<p>new</p>")
         extension.item_scraped({"url": url})
 
     scrape(urls[0])
-    scrape(urls[1])
-    scrape(urls[1], written=False)  # an unchanged page writes no file and is not counted
+    scrape(urls[1], written=False)  # unchanged page: its file is older than the crawl
+    scrape(urls[1])  # now rewritten: counted
+    assert extension.written == {item_key(urls[0]), item_key(urls[1])}
     assert not crawler.engine.paused and ingested.calls == 0  # below the bound: no query
     ingested.keys = {item_key(urls[0])}
     scrape(urls[2])  # 3 written, 1 done: 2 wait, so the crawl goes on
