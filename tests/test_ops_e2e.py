@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -30,7 +32,7 @@ from rag_core.ids import item_key
 from rag_core.instance import open_instance
 from rag_core.items import scan_item_files
 from rag_core.runner import free_port
-from tests.test_e2e_daemon import SlowHandler, build_site, rag, table
+from tests.test_e2e_daemon import SlowHandler, table
 
 pytestmark = pytest.mark.e2e
 PAGES = 300
@@ -49,12 +51,33 @@ class FastHandler(SlowHandler):
 def rag_run(data: Path, site: str, **env: str) -> dict:
     """`rag run` in streaming mode on ``site``; the summary it wrote."""
     summary_file = data.parent / "summary.json"
-    proc = rag(
-        data, "run", "--start-url", site, "--json-summary", str(summary_file),
-        RUN_TIMEOUT_SECONDS="500", **env,
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER")}
+    full_env.update(DATA_DIR=str(data), DUCKDB_PATH=str(data / "rag.duckdb"), **env)
+    full_env.setdefault("RUN_TIMEOUT_SECONDS", "1100")
+    proc = subprocess.run(
+        [sys.executable, "-m", "rag_core.cli", "run", "--start-url", site,
+         "--json-summary", str(summary_file)],
+        env=full_env, capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(summary_file.read_text())
+
+
+def build_small_pages_site(root: Path, pages: int) -> None:
+    """An index linking ``pages`` short pages (one chunk each: the test is about flow, and
+    embedding is made slow on purpose instead)."""
+    root.mkdir(parents=True)
+    links = "".join(f'<li><a href="/p{i}.html">Page {i}</a></li>' for i in range(pages))
+    (root / "index.html").write_text(
+        f"<html><head><title>Home</title></head><body><nav><ul>{links}</ul></nav>"
+        "<main><h1>Home</h1><p>Welcome to the test documentation.</p></main></body></html>"
+    )
+    for i in range(pages):
+        (root / f"p{i}.html").write_text(
+            f"<html><head><title>Page {i}</title></head><body><main><h1>Page {i}</h1>"
+            f"<p>Page {i} describes topic {i * 7}: how to configure retries for it, which "
+            "settings matter and what to check when it fails.</p></main></body></html>"
+        )
 
 
 def serve(root: Path, handler) -> tuple[ThreadingHTTPServer, str]:
@@ -142,7 +165,7 @@ def big_run(tmp_path_factory):
     if PROMETHEUS is None:
         pytest.fail("prometheus is not installed: `make test` installs it (apt-get)")
     root = tmp_path_factory.mktemp("site300") / "www"
-    build_site(root, PAGES)
+    build_small_pages_site(root, PAGES)
     server, site = serve(root, FastHandler)
     data = tmp_path_factory.mktemp("ops") / "data"
     metrics_port = free_port()
@@ -153,7 +176,7 @@ def big_run(tmp_path_factory):
         summary = rag_run(
             data, site,
             CRAWL_CONCURRENCY=str(CONCURRENCY), MAX_PENDING_ITEMS=str(MAX_PENDING),
-            EMBEDDING_SLOWDOWN_MS="20", METRICS_PORT=str(metrics_port),
+            EMBEDDING_SLOWDOWN_MS="30", METRICS_PORT=str(metrics_port),
         )  # fmt: skip
         sampler.stop.set()
         sampler.join()
