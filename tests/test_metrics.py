@@ -8,6 +8,7 @@ import os
 import socket
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from prometheus_client import generate_latest
@@ -202,3 +203,17 @@ def test_backpressure_pauses_at_the_bound_and_resumes_when_ingestion_catches_up(
     assert not crawler.engine.paused and extension.waiting == 2
     assert crawler.stats["rag/backpressure_pauses"] == 1
     assert crawler.stats["rag/backpressure_max_waiting"] == 3
+
+
+def test_backpressure_counts_requests_in_flight_against_the_bound(tmp_path: Path) -> None:
+    crawler, ingested = _Crawler(), _Ingested()
+    raw = tmp_path / "raw"
+    extension = Backpressure(crawler, 5, ingested, raw)
+    extension.poll.start = lambda *a, **k: None
+    crawler.engine.downloader = SimpleNamespace(active={"r1", "r2"})
+    crawler.engine.scraper = SimpleNamespace(slot=SimpleNamespace(active={"r3"}))
+    for i in range(2):
+        write_page(raw, f"http://site.test/q{i}", "Q", "<p>q</p>")
+        extension.item_scraped({"url": f"http://site.test/q{i}"})
+    # 2 files wait and 3 requests may still become files: at the bound of 5, so pause now.
+    assert crawler.engine.paused and extension.waiting == 2
