@@ -4,7 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv run test lint dev bench bench-search browser postgres-docs clean-data env-example
+.PHONY: venv run test lint dev bench bench-search browser postgres-docs clean-data env-example \
+	test-servers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +31,15 @@ postgres-docs:
 		{ apt-get update && apt-get install -y postgresql-doc-15; }
 
 ## Lint, then the whole test suite (unit, in-process Dagster, real daemon end to end).
-test: venv lint browser
+test: venv lint browser test-servers
 	$(BIN)/python -m pytest -q
+
+# Servers the tests start themselves on free ports: Prometheus (Debian package) scrapes a
+# real `rag run` in tests/test_ops_e2e.py.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+test-servers:
+	@command -v prometheus >/dev/null || { $(SUDO) apt-get update && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends prometheus; }
 
 lint: venv
 	$(BIN)/ruff check .

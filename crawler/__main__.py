@@ -27,6 +27,7 @@ from crawler.spiders.site import (
     STAT_START_FAILURES,
     SiteSpider,
 )
+from rag_core.priority import PriorityRulesError, parse_rules
 from rag_core.redact import install_masking, mask_value
 
 logger = logging.getLogger("crawler.cli")
@@ -104,6 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--max-links-per-page", type=int, metavar="N", help="MAX_LINKS_PER_PAGE")
     add("--max-url-length", type=int, metavar="N", help="URLLENGTH_LIMIT")
+    add(
+        "--priority-rules",
+        default="",
+        metavar="RULES",
+        help="PRIORITY_RULES: comma-separated PATTERN=PRIORITY; higher is fetched first",
+    )
+    add("--sitemaps", action="store_true", help="read /sitemap.xml and its <priority>")
+    add(
+        "--max-pending-items",
+        type=int,
+        default=0,
+        metavar="N",
+        help="pause while N item files wait for ingestion (needs --dagster-home; 0 = off)",
+    )
+    add("--dagster-home", metavar="PATH", help="the instance whose ingestion the crawl feeds")
     add("--log-level", metavar="LEVEL", help="LOG_LEVEL (default INFO)")
     add("--stats-file", metavar="PATH", help="write the final crawl stats here as JSON")
     return parser
@@ -122,6 +138,12 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for name in ("max_pages", "depth_limit"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0")
+    if args.max_pending_items < 0:
+        parser.error("--max-pending-items must be >= 0")
+    try:
+        parse_rules(args.priority_rules)
+    except PriorityRulesError as exc:
+        parser.error(f"--priority-rules: {exc}")
     if args.concurrency is not None and args.concurrency < 1:
         parser.error("--concurrency must be >= 1")
     for name in ("max_download_bytes", "max_links_per_page", "max_url_length"):
@@ -162,13 +184,24 @@ def build_settings(args: argparse.Namespace) -> Settings:
         overrides["MAX_LINKS_PER_PAGE"] = args.max_links_per_page
     if args.max_url_length:
         overrides["URLLENGTH_LIMIT"] = args.max_url_length
+    overrides["PRIORITY_RULES"] = args.priority_rules
+    overrides["SITEMAP_PRIORITIES"] = args.sitemaps
+    overrides["MAX_PENDING_ITEMS"] = args.max_pending_items
+    if args.dagster_home:
+        overrides["BACKPRESSURE_DAGSTER_HOME"] = args.dagster_home
+    if args.stats_file:
+        overrides["LIVE_STATS_FILE"] = args.stats_file
     settings.setdict(overrides, priority="cmdline")
     return settings
 
 
 def summarise(stats: dict[str, Any], elapsed: float) -> dict[str, Any]:
     """Crawler stats plus the summary keys the Dagster asset reads."""
-    pages = stats.get("response_received_count", 0) - stats.get("robotstxt/response_count", 0)
+    pages = (
+        stats.get("response_received_count", 0)
+        - stats.get("robotstxt/response_count", 0)
+        - stats.get("rag/sitemap_responses", 0)
+    )
     return {
         **stats,
         "items_saved": stats.get("rag/items_saved", 0),

@@ -14,7 +14,7 @@ RETRY_ENABLED = True
 RETRY_TIMES = 2
 RETRY_HTTP_CODES = [500, 502, 503, 504, 408, 429]
 
-# Off by default so local and test crawls stay fast; enable per run with --autothrottle.
+# Off here; `rag` turns it on for sites not on this machine (CRAWL_AUTOTHROTTLE=auto).
 AUTOTHROTTLE_ENABLED = False
 AUTOTHROTTLE_START_DELAY = 1.0
 AUTOTHROTTLE_MAX_DELAY = 30.0
@@ -55,7 +55,15 @@ DOWNLOADER_MIDDLEWARES = {
     "crawler.middlewares.DownloadCapMiddleware": 940,
 }
 
-ITEM_PIPELINES = {"crawler.pipelines.StreamingStoragePipeline": 300}
+ITEM_PIPELINES = {
+    "crawler.pipelines.StreamingStoragePipeline": 300,
+    "crawler.priority.PriorityRecorder": 310,  # after the file is written
+}
+
+# Priority (PRIORITY_RULES, sitemap <priority>), backpressure (MAX_PENDING_ITEMS) and live
+# statistics for the metrics endpoint; each turns itself off when not configured.
+SPIDER_MIDDLEWARES = {"crawler.priority.PriorityMiddleware": 560}
+EXTENSIONS = {"crawler.backpressure.Backpressure": 500, "crawler.live_stats.LiveStats": 510}
 
 RAW_ITEMS_DIR = "data/raw"
 MAX_PAGE_CHARS = 2_000_000  # longer pages are truncated and flagged ``truncated``

@@ -46,7 +46,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             include=list(settings.crawl_include),
             exclude=list(settings.crawl_exclude),
             concurrency=settings.crawl_concurrency,
-            autothrottle=settings.crawl_autothrottle,
+            autothrottle=settings.autothrottle_enabled,
             max_page_chars=settings.max_page_chars,
             log_level=settings.log_level,
             demo_site_port=settings.demo_site_port,
@@ -58,6 +58,13 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             prune_after_misses=settings.prune_after_misses,
             prune_max_fraction=settings.prune_max_fraction,
             prune_confirm=settings.prune_confirm,
+            priority_rules=settings.priority_rules,
+            sitemaps=settings.crawl_sitemaps,
+            # Batch mode ingests only after the crawl: pausing the crawl would wait forever.
+            max_pending_items=(
+                settings.max_pending_items if settings.pipeline_mode == "streaming" else 0
+            ),
+            dagster_home=str(settings.dagster_home),
         ),
     }
 

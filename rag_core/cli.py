@@ -67,6 +67,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_dev(args: argparse.Namespace) -> int:
     import subprocess
 
+    from rag_core.metrics import metrics_exporter
     from rag_core.runner import (
         BIN,
         RunFailedError,
@@ -105,7 +106,8 @@ def _cmd_dev(args: argparse.Namespace) -> int:
                 env = services.environment(child_environment(settings, **overrides))
                 # In the foreground, on this terminal; on a signal the session stops it and
                 # everything it started (they carry the session's id in their environment).
-                return subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env).wait()
+                with metrics_exporter(settings):
+                    return subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env).wait()
             finally:
                 services.stop()
                 forget_daemon(settings.dagster_home)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from rag_core.instance import open_instance
 from rag_core.items import scan_item_files
+from rag_core.metrics import metrics_exporter
 from rag_core.prune import describe_refusal, read_refusal, read_removals
 from rag_core.redact import mask_secrets
 from rag_core.rekey import rekey_item_files
@@ -371,7 +372,7 @@ def run_pipeline(settings: Settings, reporter: Reporter | None = None) -> dict:
 
 def _run(settings, home, services, reporter, wall_start, started_at) -> dict:
     overrides = {}
-    with demo_site_if_needed(settings) as site_url:
+    with demo_site_if_needed(settings) as site_url, metrics_exporter(settings, wall_start):
         if site_url:
             print(f"Serving the demo site at {site_url}")
         server_url = settings.embedding_server_url

@@ -131,6 +131,31 @@ def _regex_list(name: str, value: str) -> tuple[str, ...]:
     return patterns
 
 
+def _priority_rules(name: str, value: str) -> str:
+    from rag_core.priority import MAX_PRIORITY, MIN_PRIORITY, PriorityRulesError, parse_rules
+
+    try:
+        parse_rules(value)
+    except PriorityRulesError as exc:
+        raise _bad(
+            name,
+            value,
+            f"comma-separated PATTERN=PRIORITY pairs, e.g. /docs/*=50,/blog/*=-20, priority "
+            f"{MIN_PRIORITY} to {MAX_PRIORITY} ({exc})",
+        ) from None
+    return value.strip()
+
+
+def _autothrottle(name: str, value: str) -> str:
+    lowered = value.strip().lower()
+    if lowered == "auto":
+        return lowered
+    try:
+        return "true" if _boolean(name, value) else "false"
+    except SettingsError:
+        raise _bad(name, value, "auto, true or false") from None
+
+
 def _log_level(name: str, value: str) -> str:
     upper = value.strip().upper()
     if upper not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -254,10 +279,35 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "CRAWL_AUTOTHROTTLE",
+        "auto",
+        _autothrottle,
+        "Scrapy AutoThrottle (adapt the request rate to the server's latency): auto = on "
+        "unless every start URL is on this machine (localhost, 127.0.0.0/8, ::1)",
+        "crawl",
+    ),
+    Variable(
+        "PRIORITY_RULES",
+        "",
+        _priority_rules,
+        "pages fetched and ingested first: comma-separated PATTERN=PRIORITY (-100..100), "
+        "glob on the URL path or whole URL, first match wins, e.g. /docs/*=50,/blog/*=-20",
+        "crawl",
+    ),
+    Variable(
+        "CRAWL_SITEMAPS",
         "false",
         _boolean,
-        "Scrapy AutoThrottle: adapt the request rate to the server's latency",
+        "also read /sitemap.xml of each start URL's site: its pages are crawled, with their "
+        "<priority> (rules win over it)",
         "crawl",
+    ),
+    Variable(
+        "MAX_PENDING_ITEMS",
+        "500",
+        _integer(0),
+        "backpressure: the crawl pauses while more item files than this wait for ingestion "
+        "(0 = never pause)",
+        "concurrency",
     ),
     Variable(
         "PRUNE_REMOVED",
@@ -368,6 +418,14 @@ VARIABLES: tuple[Variable, ...] = (
         "concurrency",
     ),
     Variable(
+        "EMBEDDING_SLOWDOWN_MS",
+        "0",
+        _integer(0, 60000),
+        "for tests and demos only: milliseconds added per embedded text, to make "
+        "ingestion slower than the crawl",
+        "embedding",
+    ),
+    Variable(
         "CHUNK_SIZE_TOKENS",
         "224",
         _integer(16, 8192),
@@ -443,6 +501,20 @@ VARIABLES: tuple[Variable, ...] = (
         "graph",
     ),
     Variable("NEO4J_DATABASE", "neo4j", _required_text, "database on the graph server", "graph"),
+    Variable(
+        "METRICS_PORT",
+        "9464",
+        _integer(0, 65535),
+        "Prometheus /metrics of `rag run` and `make dev` (0 = off)",
+        "monitoring",
+    ),
+    Variable(
+        "METRICS_HOST",
+        "127.0.0.1",
+        _required_text,
+        "address the metrics endpoint listens on (0.0.0.0 exposes it to the network)",
+        "monitoring",
+    ),
     Variable("LOG_LEVEL", "INFO", _log_level, "log level of the crawl and the CLI", "pipeline"),
 )
 
@@ -464,7 +536,10 @@ class Settings:
     crawl_max_links_per_page: int
     crawl_max_url_length: int
     crawl_concurrency: int
-    crawl_autothrottle: bool
+    crawl_autothrottle: str
+    priority_rules: str
+    crawl_sitemaps: bool
+    max_pending_items: int
     prune_removed: bool
     prune_after_misses: int
     prune_max_fraction: float
@@ -476,6 +551,7 @@ class Settings:
     embedding_batch_size: int
     embedding_dtype: str
     torch_num_threads: int
+    embedding_slowdown_ms: int
     embedding_server: bool
     embedding_server_url: str
     chunk_size_tokens: int
@@ -490,6 +566,8 @@ class Settings:
     neo4j_uri: str
     neo4j_user: str
     neo4j_database: str
+    metrics_port: int
+    metrics_host: str
     log_level: str
 
     @property
@@ -503,9 +581,30 @@ class Settings:
         return self.data_dir / "dagster_home"
 
     @property
+    def autothrottle_enabled(self) -> bool:
+        """CRAWL_AUTOTHROTTLE resolved: ``auto`` is on unless every start URL is local (the
+        bundled demo site, when START_URLS is empty, is local)."""
+        if self.crawl_autothrottle != "auto":
+            return self.crawl_autothrottle == "true"
+        return not all(is_local_url(url) for url in self.start_urls)
+
+    @property
     def crawl_state_dir(self) -> Path:
         """Scrapy JOBDIR and crawl statistics."""
         return self.data_dir / "crawl"
+
+
+def is_local_url(url: str) -> bool:
+    """Whether ``url``'s host is this machine (no one else's server to be polite to)."""
+    import ipaddress
+
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def child_environment(settings: Settings, **overrides: str) -> dict[str, str]:

@@ -402,3 +402,24 @@ def _filters_sql() -> str:
         "($prefix = '' OR starts_with(d.url, $prefix)) "
         "AND ($title = '' OR contains(lower(d.title), lower($title)))"
     )
+
+
+def metric_counts(con: duckdb.DuckDBPyConnection, model: str) -> dict:
+    """Figures for the metrics endpoint: items and rows per table, failed items by stage, and
+    items with a vector of ``model`` (index coverage)."""
+    counts: dict = {"items": {}, "rows": {}, "errors": {}, "items_with_model": 0}
+    for table in ITEM_TABLES:
+        if table_exists(con, table):
+            rows, items = con.execute(
+                f"SELECT count(*), count(DISTINCT item_id) FROM {table}"
+            ).fetchone()
+            counts["rows"][table], counts["items"][table] = rows, items
+    if table_exists(con, "ingest_errors"):
+        counts["errors"] = dict(
+            con.execute("SELECT stage, count(*) FROM ingest_errors GROUP BY stage").fetchall()
+        )
+    if table_exists(con, "embeddings"):
+        counts["items_with_model"] = con.execute(
+            "SELECT count(DISTINCT item_id) FROM embeddings WHERE model = ?", [model]
+        ).fetchone()[0]
+    return counts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import dagster as dg
@@ -27,6 +28,8 @@ class SentenceTransformerEmbedder(dg.ConfigurableResource):
     batch_size: int = 64
     torch_threads: int = 0
     server_url: str = ""
+    # EMBEDDING_SLOWDOWN_MS: tests and demos make ingestion slower than the crawl on purpose.
+    slowdown_ms: int = 0
 
     @classmethod
     def from_settings(cls, settings) -> SentenceTransformerEmbedder:
@@ -38,6 +41,7 @@ class SentenceTransformerEmbedder(dg.ConfigurableResource):
             batch_size=settings.embedding_batch_size,
             torch_threads=settings.torch_num_threads,
             server_url=settings.embedding_server_url,
+            slowdown_ms=settings.embedding_slowdown_ms,
         )
 
     @property
@@ -53,6 +57,8 @@ class SentenceTransformerEmbedder(dg.ConfigurableResource):
 
     def embed(self, texts: list[str]) -> tuple[np.ndarray, str]:
         """Normalised float32 vectors for ``texts`` and where they were computed."""
+        if self.slowdown_ms:
+            time.sleep(self.slowdown_ms * len(texts) / 1000)
         if self.server_url:
             try:
                 vectors = remote_encode(

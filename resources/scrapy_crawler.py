@@ -116,6 +116,11 @@ class ScrapyCrawler(dg.ConfigurableResource):
     prune_after_misses: int = 2
     prune_max_fraction: float = 0.2
     prune_confirm: bool = False
+    priority_rules: str = ""
+    sitemaps: bool = False
+    # Backpressure: pause while this many item files wait for ingestion on ``dagster_home``.
+    max_pending_items: int = 0
+    dagster_home: str = ""
 
     @property
     def stats_file(self) -> Path:
@@ -170,6 +175,13 @@ class ScrapyCrawler(dg.ConfigurableResource):
             cmd.append("--autothrottle")
         if self.allow_private_networks:
             cmd.append("--allow-private-networks")
+        if self.priority_rules:
+            cmd += ["--priority-rules", self.priority_rules]
+        if self.sitemaps:
+            cmd.append("--sitemaps")
+        if self.max_pending_items and self.dagster_home:
+            cmd += ["--max-pending-items", str(self.max_pending_items)]
+            cmd += ["--dagster-home", self.dagster_home]
         return cmd
 
     def crawl(

@@ -9,7 +9,7 @@ import dagster as dg
 
 from rag_assets.jobs import INGEST_JOB_NAME, LANE_TAG, PRUNE_JOB_NAME, ingest_job, prune_job
 from rag_assets.partitions import ITEMS_PARTITIONS_NAME
-from rag_core import prune
+from rag_core import priority, prune
 from rag_core.batches import MANIFEST_TAG, remove_old_manifests, write_manifest
 from resources.raw_items import RawItemStore
 
@@ -276,18 +276,28 @@ def evaluate_files(
     order = [*known, *new]  # add_dynamic_partitions appends in this order
     position = {key: index for index, key in enumerate(order)}
     pending.sort(key=position.__getitem__)
+    # Priority (PRIORITY_RULES, sitemap <priority>): highest first, one priority level per run.
+    ranks = priority.read_priorities(raw_store.folder)
+    pending = priority.order_waiting(pending, ranks)
     now = time.time()
     # Batch mode ingests after the crawl with no cold-start cap; past MAX_BATCH_ITEMS or
     # MAX_BATCH_MB it takes several runs, one after the other (same stored result).
     cold = mode == "streaming" and now - cursor.last_request_at > QUIET_SPELL_S
     sizes = file_sizes(raw_store, pending[:max_items])
-    batch, cursor.pending = choose_batch(pending, cold, max_items, max_bytes, sizes)
+    batch, _ = choose_batch(pending, cold, max_items, max_bytes, sizes)
+    if mode == "streaming":
+        # One priority level per run, so a high-priority page never waits for low ones.
+        batch = priority.first_tier(batch, ranks)
+    cursor.pending = pending[len(batch) :]  # first_tier keeps a prefix of the ordered list
     cursor.batches += 1
     cursor.last_request_at = now
     if cursor.batches % 100 == 1:
         remove_old_manifests(raw_store.folder)
     manifest = write_manifest(raw_store.folder, batch)
-    request = range_request(order, batch, {"rag/batch": str(cursor.batches)}, manifest)
+    tags = {"rag/batch": str(cursor.batches)}
+    if ranks:
+        tags["dagster/priority"] = str(priority.run_priority(batch, ranks))
+    request = range_request(order, batch, tags, manifest)
     context.log.info(
         f"requesting one run for {len(batch)} item(s) ({len(new)} new this tick, "
         f"{len(cursor.pending)} left for the next run{', cold start' if cold else ''}; "
