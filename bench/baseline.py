@@ -23,7 +23,7 @@ from pathlib import Path
 from rag_core import embedding, ids, store
 from rag_core.chunking import ModelTokenizer, chunk_document, max_chunk_tokens
 from rag_core.extraction import extract_document
-from rag_core.items import ItemFileError, read_item_file
+from rag_core.items import ItemFileError, item_file_name, read_item_file
 from rag_core.settings import PROJECT_ROOT, load_settings
 from rag_core.status import item_keys_on_disk
 
@@ -65,7 +65,7 @@ def ingest(settings, model, tokenizer, keys: list[str], times: dict) -> dict:
     raw_rows, doc_rows, chunk_rows, errors = [], [], [], {}
     t = time.monotonic()
     for key in keys:
-        path = settings.raw_dir / f"item_{key}.json"
+        path = settings.raw_dir / item_file_name(key)
         try:
             item = read_item_file(path)
         except ItemFileError as exc:
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"baseline: the crawl exited with code {code}; see {log_path}", file=sys.stderr)
         return 1
     keys = item_keys_on_disk(settings.raw_dir)
-    mtimes = [(settings.raw_dir / f"item_{k}.json").stat().st_mtime for k in keys]
+    mtimes = [(settings.raw_dir / item_file_name(k)).stat().st_mtime for k in keys]
     keys = [k for _, k in sorted(zip(mtimes, keys, strict=True))]  # crawl order
     result = ingest(settings, model, tokenizer, keys, times)
     end = time.time()

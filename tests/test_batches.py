@@ -8,6 +8,7 @@ import duckdb
 from rag_assets.definitions import build_definitions
 from rag_assets.ingest import chunks, documents, embeddings, raw_items
 from rag_core import batches
+from rag_core.items import item_file_name
 from tests.helpers import settings_for, write_page
 from tests.test_sensor import evaluate, instance  # noqa: F401 - the fixture
 
@@ -50,7 +51,7 @@ def test_reorder_and_prune_between_request_and_retry(instance, tmp_path):  # noq
     third = evaluate(instance, raw, second.cursor)
     assert third.run_requests
     instance.delete_dynamic_partition("items", keys[2])
-    (raw / f"item_{keys[2]}.json").unlink()
+    (raw / item_file_name(keys[2])).unlink()
     result = run_like(instance, settings, request)
     assert result.success
     assert [items_of(result, a) for a in ("raw_items", "documents", "embeddings")] == [2, 2, 2]

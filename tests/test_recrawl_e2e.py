@@ -10,6 +10,7 @@ import pytest
 
 from rag_core.ids import item_key
 from rag_core.instance import open_instance
+from rag_core.items import item_file_name
 from tests.test_e2e_daemon import SlowHandler, build_site, rag_run, table
 
 pytestmark = pytest.mark.e2e
@@ -63,7 +64,7 @@ def test_recrawl_updates_removes_and_adds_exactly_what_changed(tmp_path, site):
     # Nothing of the deleted page is left anywhere; its partition and file are gone.
     for name in ("raw_items", "documents", "chunks", "embeddings", "ingest_errors"):
         assert table(data, f"SELECT count(*) FROM {name} WHERE item_id = '{deleted}'") == [(0,)]
-    assert not (data / "raw" / f"item_{deleted}.json").exists()
+    assert not (data / "raw" / item_file_name(deleted)).exists()
     with open_instance(data / "dagster_home") as instance:
         partitions = set(instance.get_dynamic_partitions("items"))
     assert deleted not in partitions and added in partitions
