@@ -395,9 +395,10 @@ def main(argv: list[str] | None = None) -> int:
 
         # Written only now, with the model loaded: a reader never finds a server still loading.
         state = Path(args.state_file)
-        server_state.write_state(
-            state, server_state.ServerState(url, server.model_name, server.dtype, os.getpid())
+        announced = server_state.ServerState(
+            url, server.model_name, server.dtype, os.getpid(), token=token
         )
+        server_state.write_state(state, announced)
     print(f"embedding server ready at {url}", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)

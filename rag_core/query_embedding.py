@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rag_core import embedding
+from rag_core.settings import TOKEN_ENV, secret
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,7 +52,13 @@ class QueryEmbedder:
 
             try:
                 vectors = remote_encode(
-                    self.server_url, texts, self.info.name, self.dtype, batch_size=32, timeout=60
+                    self.server_url,
+                    texts,
+                    self.info.name,
+                    self.dtype,
+                    batch_size=32,
+                    token=self.token,
+                    timeout=60,
                 )
                 return vectors, f"server {self.server_url}"
             except EmbeddingServerError as exc:
@@ -82,7 +89,9 @@ def query_embedder(settings: Settings) -> QueryEmbedder:
     """The embedder for ``settings``: a live warm server of the same model and dtype if any."""
     from rag_core.server_state import live_server, state_path
 
-    url, token = settings.embedding_server_url, ""
+    # A server named in the settings takes the session's token from the environment; one
+    # found through its state file (mode 0600, this user's only) carries its own.
+    url, token = settings.embedding_server_url, secret(TOKEN_ENV)
     if not url:
         name = embedding.resolve_model(settings.embedding_model).name
         state = live_server(state_path(settings.data_dir), name, settings.embedding_dtype)

@@ -93,7 +93,7 @@ def live_server(path: Path, model: str, dtype: str, timeout: float = 1.0) -> Ser
         return None
     if (state.model, state.dtype) != (model, dtype):
         return None
-    described = health(state.url, timeout=timeout)
+    described = health(state.url, state.token, timeout=timeout)
     if not described or (described.get("model"), described.get("dtype")) != (model, dtype):
         return None
     return state

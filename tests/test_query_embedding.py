@@ -19,6 +19,7 @@ from rag_core.embedding_server import health
 from rag_core.ids import item_key
 from rag_core.numpy_encoder import NumpyBertEncoder
 from rag_core.server_state import ServerState, live_server, read_state, state_path, write_state
+from rag_core.settings import TOKEN_ENV, new_token
 from tests.helpers import settings_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,9 +109,11 @@ def test_cold_search_uses_neither_torch_nor_dagster(data):
 
 def test_search_uses_the_warm_server_a_session_announced(data):
     state_file = state_path(data.data_dir)
+    token = new_token()
     server = subprocess.Popen(
         [sys.executable, "-m", "rag_core.embedding_server", "--state-file", str(state_file)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, TOKEN_ENV: token},
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 180
@@ -120,13 +123,16 @@ def test_search_uses_the_warm_server_a_session_announced(data):
             time.sleep(0.2)
         state = read_state(state_file)
         assert state.pid == server.pid and state.dtype == "float32"
-        assert state_file.stat().st_mode & 0o777 == 0o600  # room for a session secret
-        before = health(state.url)["encoded"]
+        # The session's token travels in the announcement, readable by this user only.
+        assert state.token == token
+        assert state_file.stat().st_mode & 0o777 == 0o600
+        assert health(state.url, "wrong-token") is None
+        before = health(state.url, token)["encoded"]
 
         hits, torch_loaded, _ = run_search(data, "where are retries configured")
 
         assert hits[0]["url"] == "http://docs.test/retries"
-        assert health(state.url)["encoded"] == before + 1  # the question went to the server
+        assert health(state.url, token)["encoded"] == before + 1  # the question went to the server
         assert not torch_loaded
         # Another model or dtype than the settings ask for is never used.
         assert live_server(state_file, embedding.DEFAULT_MODEL, "float32") == state
