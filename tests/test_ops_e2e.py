@@ -209,9 +209,9 @@ def test_backpressure_bounds_waiting_items_and_stores_end_complete(big_run):
     # Complete: every page of the site has its document, chunks and vectors.
     expected = {item_key(site + f"p{i}.html") for i in range(PAGES)} | {item_key(site)}
     assert {r[0] for r in table(data, "SELECT item_id FROM documents")} == expected
-    assert table(
-        data, "SELECT count(*) FROM chunks c ANTI JOIN embeddings e USING (chunk_id)"
-    ) == [(0,)]
+    assert table(data, "SELECT count(*) FROM chunks c ANTI JOIN embeddings e USING (chunk_id)") == [
+        (0,)
+    ]
     assert summary["pages"] == summary["documents"] == PAGES + 1
 
 
@@ -232,7 +232,9 @@ def test_prometheus_answers_match_duckdb(big_run):
     assert prometheus.final("rag_batch_size_items_sum") == documents
     assert prometheus.final("rag_batch_size_items_count") == summary["ingestion_runs"]
     assert (
-        prometheus.final('rag_run_duration_seconds_count{job="ingest_items",outcome="success"}')
+        prometheus.final(
+            'rag_run_duration_seconds_count{dagster_job="ingest_items",outcome="success"}'
+        )
         == summary["ingestion_runs"]
     )
     assert prometheus.final("rag_items_waiting") == 0
