@@ -7,9 +7,9 @@ materialisation of their partition after the crawl started: an item that failed 
 in ``ingest_errors`` and materialised too, so failures do not hold the crawl). When that
 number, plus the requests being downloaded or parsed (each may still become an item file),
 reaches ``MAX_PENDING_ITEMS`` it pauses the engine: those requests finish, nothing new is
-sent, and the spider is not closed as idle. It unpauses once ingestion caught up. So the
-waiting files stay within a few of the bound, never more than one crawl batch
-(CONCURRENT_REQUESTS) above it.
+sent, and the spider is not closed as idle. It unpauses once the waiting files are one crawl
+batch (CONCURRENT_REQUESTS) below the bound, since the engine then sends a whole batch at
+once. So the waiting files stay at or near the bound, never a crawl batch above it.
 
 Cheap: the written keys are kept in memory (a page counts when its item file's mtime is
 after the crawl's start: one ``stat`` per item); the Dagster instance is asked only when the
@@ -83,6 +83,11 @@ class Backpressure:
     def __init__(self, crawler: Crawler, max_pending: int, ingested: Any, raw_dir: Path):
         self.crawler = crawler
         self.max_pending = max_pending
+        # Resume one crawl batch below the bound: on unpause the engine sends up to
+        # CONCURRENT_REQUESTS requests at once, before any of them is counted (resuming just
+        # below the bound overshot it by a whole batch in the e2e test and the demo run).
+        batch = crawler.settings.getint("CONCURRENT_REQUESTS", 16)
+        self.resume_at = max(0, max_pending - batch)
         self.ingested = ingested  # .refresh() -> set of ingested keys
         self.raw_dir = raw_dir
         self.started_ns = time.time_ns()
@@ -153,7 +158,7 @@ class Backpressure:
     def _poll(self) -> None:
         self.done = set(self.ingested.refresh())
         self._track_max()
-        if self.waiting < self.max_pending and self.paused_at is not None:
+        if self.waiting <= self.resume_at and self.paused_at is not None:
             paused_s = time.monotonic() - self.paused_at
             self.crawler.stats.inc_value(STAT_PAUSED_S, round(paused_s, 3))
             self.paused_at = None

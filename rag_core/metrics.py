@@ -46,6 +46,8 @@ REFUSED_PREFIX = "rag/refused_"
 STATUS_PREFIX = "downloader/response_status_count/"
 IN_FLIGHT = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 OUTCOMES = {"SUCCESS": "success", "FAILURE": "failure", "CANCELED": "canceled"}
+# Job names go in ``dagster_job``: ``job`` is the label Prometheus gives every scrape target,
+# and an exported ``job`` would be renamed ``exported_job`` on ingestion.
 
 
 def histogram_buckets(values: list[float], bounds: tuple[float, ...]) -> list[tuple[str, float]]:
@@ -321,14 +323,14 @@ class PlatformCollector(Collector):
                 batches.append(float(size))
         yield _histogram(
             "rag_run_duration_seconds", "Duration of finished Dagster runs by job and outcome",
-            ["job", "outcome"], [(v, k) for k, v in sorted(by_job.items())], RUN_BUCKETS,
+            ["dagster_job", "outcome"], [(v, k) for k, v in sorted(by_job.items())], RUN_BUCKETS,
         )  # fmt: skip
         yield _histogram(
             "rag_batch_size_items", "Items per ingestion run (the sensor's batches)",
             [], [(batches, ())], BATCH_BUCKETS,
         )  # fmt: skip
         flight = GaugeMetricFamily(
-            "rag_runs_in_flight", "Dagster runs queued or running, by job", labels=["job"]
+            "rag_runs_in_flight", "Dagster runs queued or running, by job", labels=["dagster_job"]
         )
         for job, count in sorted(in_flight.items()):
             flight.add_metric([job], count)

@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
+from scrapy.settings import Settings
 
 from crawler.backpressure import Backpressure
 from rag_core import metrics, store
@@ -154,8 +155,9 @@ class _Engine:
 
 
 class _Crawler:
-    def __init__(self):
+    def __init__(self, concurrency=1):
         self.stats, self.engine = _Stats(), _Engine()
+        self.settings = Settings({"CONCURRENT_REQUESTS": concurrency})
 
 
 class _Ingested:
@@ -200,7 +202,7 @@ def test_backpressure_pauses_at_the_bound_and_resumes_when_ingestion_catches_up(
     extension.poll.running = True
     extension.poll.stop = lambda: setattr(extension.poll, "running", False)
     extension._poll()
-    assert not crawler.engine.paused and extension.waiting == 2
+    assert not crawler.engine.paused and extension.waiting == 2  # 2 = 3 - one batch of 1
     assert crawler.stats["rag/backpressure_pauses"] == 1
     assert crawler.stats["rag/backpressure_max_waiting"] == 3
 
@@ -217,3 +219,25 @@ def test_backpressure_counts_requests_in_flight_against_the_bound(tmp_path: Path
         extension.item_scraped({"url": f"http://site.test/q{i}"})
     # 2 files wait and 3 requests may still become files: at the bound of 5, so pause now.
     assert crawler.engine.paused and extension.waiting == 2
+
+
+def test_backpressure_resumes_one_crawl_batch_below_the_bound(tmp_path: Path) -> None:
+    # On unpause the engine sends CONCURRENT_REQUESTS requests at once: resuming just below
+    # the bound would let the waiting files overshoot it by a whole batch.
+    crawler, ingested = _Crawler(concurrency=4), _Ingested()
+    raw = tmp_path / "raw"
+    extension = Backpressure(crawler, 10, ingested, raw)
+    extension.poll.start = lambda *a, **k: None
+    extension.poll.running = True
+    extension.poll.stop = lambda: setattr(extension.poll, "running", False)
+    urls = [f"http://site.test/r{i}" for i in range(10)]
+    for url in urls:
+        write_page(raw, url, "R", "<p>r</p>")
+        extension.item_scraped({"url": url})
+    assert crawler.engine.paused
+    ingested.keys = {item_key(u) for u in urls[:3]}  # 7 wait: one batch of 4 would make 11
+    extension._poll()
+    assert crawler.engine.paused
+    ingested.keys = {item_key(u) for u in urls[:4]}  # 6 wait: 6 + 4 = the bound
+    extension._poll()
+    assert not crawler.engine.paused
