@@ -491,7 +491,9 @@ class Bench:
             raise RuntimeError("needs the DATA_DIR of (c), which failed")
         data_dir = self.out / PLATFORM_DIRS["c"]
         out = self.out / "p9_search.json"
-        cmd = [PY, "-m", "bench.search_latency", "--data-dir", str(data_dir), "--runs", "5"]
+        # The smoke run only proves the harness: two searches each way, no slow torch path.
+        runs = "2" if self.args.smoke else "5"
+        cmd = [PY, "-m", "bench.search_latency", "--data-dir", str(data_dir), "--runs", runs]
         cmd += ["--skip-torch"] if self.args.smoke else []
         tracked = self.tracked(
             "search-latency", cmd + ["--json", str(out)], platform_env(data_dir),
