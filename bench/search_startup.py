@@ -37,8 +37,11 @@ OLD_PATH = (
 )
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one process run to completion."""
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MB) and CPU seconds of one process run to completion.
+
+    CPU seconds (user + system) hardly move when other work shares the machine: on an idle
+    machine the wall time of this single-threaded work comes close to them."""
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -46,18 +49,19 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[:3]} failed: {proc.stderr.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def measure(cmd: list[str], env: dict[str, str], runs: int) -> dict:
     samples = [timed(cmd, env) for _ in range(runs)]
-    walls = [w for w, _ in samples]
+    walls = [w for w, _, _ in samples]
     return {
         "runs": runs,
         "p50_s": round(statistics.median(walls), 3),
         "max_s": round(max(walls), 3),
         "walls_s": [round(w, 3) for w in walls],
-        "peak_rss_mb": round(max(r for _, r in samples)),
+        "cpu_p50_s": round(statistics.median(c for _, _, c in samples), 3),
+        "peak_rss_mb": round(max(r for _, r, _ in samples)),
     }
 
 

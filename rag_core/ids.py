@@ -13,8 +13,10 @@ from w3lib.url import canonicalize_url
 # same (case variants, long URLs cut short, queries): 32 bits keep even a group of 1,000
 # such URLs below a one-in-8,000 chance of a clash.
 KEY_HASH_LENGTH = 8
-# Longest readable part, in characters (the UI's partition list shows ~60-80 characters) and
-# in UTF-8 bytes (the item file name, with '/' escaped, must stay below 255 bytes).
+# Longest readable part, in characters and in UTF-8 bytes (the item file name, with '/'
+# escaped, must stay below 255 bytes). The UI's partition list cuts a key past ~35 characters
+# in the middle, so the page's own name and the hash stay visible; the partition's page
+# shows the whole key. Long paths keep their end (see _cut).
 KEY_SLUG_CHARS = 64
 KEY_SLUG_BYTES = 150
 LEGACY_KEY_RE = re.compile(r"^[0-9a-f]{16}$")

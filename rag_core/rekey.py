@@ -8,8 +8,10 @@ keys are handed to the removal request that the ``removed_pages`` asset already 
 (every table, the graph, the ``items`` partitions), on the ingest lane, so no ingestion run
 is ever in flight while it happens.
 
-Nothing is orphaned: an old file that cannot be read stays where it is and is reported, and
-its rows are still removed on request by hand (``rag status`` names them).
+Nothing is orphaned: an old file that cannot be read (so its URL, hence its new key, is
+unknown) stays where it is, is still listed and ingested under its old key (its error lands
+in ``ingest_errors`` as before), is reported by every re-key, and ``rag status`` says what to
+do about it (delete it; the next crawl fetches the page again).
 """
 
 from __future__ import annotations

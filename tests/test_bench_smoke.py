@@ -28,7 +28,7 @@ ROWS = (
     "(d') model.encode alone, bfloat16",
     "(e) re-crawl of the unchanged site",
     "crawl alone",
-    "P9 rag search",
+    "S1 rag search",
 )
 RATIOS = (
     "P1",
@@ -45,8 +45,8 @@ RATIOS = (
     "P7b",
     "P8",
     "P8b",
-    "P9",
-    "P9b",
+    "S1",
+    "S1b",
 )
 NOT_RUN_IN_SMOKE = {"P5b"}  # the N=5000 scale run is `make bench SCALE=1` only
 NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
