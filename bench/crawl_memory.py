@@ -50,7 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/big-length":
             self.send_header("Content-Length", str(PAGE_BYTES))
         self.end_headers()
-        piece = (b"<p>" + b"x" * 1020 + b"</p>") * 1024  # 1 MB: the server never holds 50
+        piece = (b"<p>" + b"x" * 1017 + b"</p>") * 1024  # 1 MiB: the server never holds 50
         try:
             for _ in range(PAGE_BYTES // len(piece)):
                 self.wfile.write(piece)
