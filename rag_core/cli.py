@@ -71,7 +71,6 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     from rag_core.runner import (
         BIN,
         RunFailedError,
-        forget_daemon,
         prepare_instance,
         session,
         start_embedding_server,
@@ -83,34 +82,31 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     settings = load_settings()
     try:
         with session(settings, "rag dev") as services:
+            # Whatever ends this block, the session stops every process it started.
             prepare_instance(settings)
             overrides = {}
-            try:
-                if settings.embedding_server and not settings.embedding_server_url:
-                    token = new_token()
-                    url = start_embedding_server(settings, services, token)
-                    wait_for_embedding_server(url, services, token)
-                    overrides.update({"EMBEDDING_SERVER_URL": url, TOKEN_ENV: token})
-                    print(f"warm embedding model at {url}")
-                cmd = [
-                    str(BIN / "dagster"),
-                    "dev",
-                    "-w",
-                    "workspace.yaml",
-                    # 127.0.0.1 unless asked: the UI has no authentication of its own.
-                    "-h",
-                    args.host,
-                    "-p",
-                    str(args.port),
-                ]
-                env = services.environment(child_environment(settings, **overrides))
-                # In the foreground, on this terminal; on a signal the session stops it and
-                # everything it started (they carry the session's id in their environment).
-                with metrics_exporter(settings):
-                    return subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env).wait()
-            finally:
-                services.stop()
-                forget_daemon(settings.dagster_home)
+            if settings.embedding_server and not settings.embedding_server_url:
+                token = new_token()
+                url = start_embedding_server(settings, services, token)
+                wait_for_embedding_server(url, services, token)
+                overrides.update({"EMBEDDING_SERVER_URL": url, TOKEN_ENV: token})
+                print(f"warm embedding model at {url}")
+            cmd = [
+                str(BIN / "dagster"),
+                "dev",
+                "-w",
+                "workspace.yaml",
+                # 127.0.0.1 unless asked: the UI has no authentication of its own.
+                "-h",
+                args.host,
+                "-p",
+                str(args.port),
+            ]
+            env = services.environment(child_environment(settings, **overrides))
+            # In the foreground, on this terminal; on a signal the session stops it and
+            # everything it started (they carry the session's id in their environment).
+            with metrics_exporter(settings):
+                return subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env).wait()
     except RunFailedError as exc:
         print(f"rag dev: {exc}", file=sys.stderr)
         return 1

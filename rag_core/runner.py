@@ -197,6 +197,10 @@ def session(settings: Settings, command: str) -> Iterator[Services]:
                 }
                 try:
                     services.stop()
+                    # With the lock held, any heartbeat on the instance is from the daemon
+                    # just stopped: clear it, or the next session would take it for live.
+                    if (settings.dagster_home / "dagster.yaml").exists():
+                        forget_daemon(settings.dagster_home)
                 finally:
                     for sig, old in previous.items():
                         signal.signal(sig, old)
@@ -361,13 +365,10 @@ def run_pipeline(settings: Settings, reporter: Reporter | None = None) -> dict:
     with session(settings, "rag run") as services:
         home = prepare_instance(settings)
         try:
-            summary = _run(settings, home, services, reporter, wall_start, started_at)
+            return _run(settings, home, services, reporter, wall_start, started_at)
         finally:
             with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
                 reporter.done()
-            services.stop()
-            forget_daemon(home)
-    return summary
 
 
 def _run(settings, home, services, reporter, wall_start, started_at) -> dict:

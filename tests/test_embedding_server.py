@@ -205,3 +205,28 @@ def test_fuzzing_never_stops_a_well_formed_client(server):
         if is_http:
             assert code is not None and 400 <= code < 500, (code, request)
     assert embedding_server.health(url, TOKEN)["encoded"] >= len(TEXTS) * len(served)
+
+
+def test_a_full_queue_or_too_many_connections_get_503_at_once(server):
+    import queue
+
+    jobs, connections = server.jobs, server.connections
+    try:
+        # Every queue slot taken (the encoder keeps waiting on the real queue meanwhile).
+        server.jobs = queue.Queue(maxsize=1)
+        server.jobs.put_nowait(object())
+        started = time.monotonic()
+        answer = raw(server, post(good()))
+        assert status(answer) == 503 and b"Retry-After: 1" in answer
+        with pytest.raises(embedding_server.EmbeddingServerError, match="503"):
+            embedding_server._post(url_of(server), TEXTS, MODEL, "float32", 8, TOKEN, timeout=1)
+        assert time.monotonic() - started < 10
+        server.jobs = jobs
+        # Every connection slot taken: answered without a thread, then closed.
+        server.connections = threading.BoundedSemaphore(1)
+        server.connections.acquire()
+        answer = raw(server, post(good()))
+        assert status(answer) == 503
+    finally:
+        server.jobs, server.connections = jobs, connections
+    assert embedding_server.health(url_of(server), TOKEN) is not None
