@@ -116,6 +116,15 @@ def raw_items(
     """Crawled pages, validated from their item files, as rows of the raw_items table."""
     started = time.monotonic()
     keys = batch_keys(context, raw_store)
+    # The file versions this run ingests (read before the files): reconciliation compares
+    # them with what is on disk once the run is over.
+    mtimes = {}
+    for key in keys:
+        try:
+            mtimes[key] = raw_store.path_for(key).stat().st_mtime_ns
+        except OSError:
+            pass  # a missing file is reported as an error below
+    duckdb.mark_files_started(mtimes)
     rows, errors = [], {}
     for key in keys:
         try:
@@ -424,6 +433,9 @@ def embeddings(
             first_stored_at = first_stored_at or time.time()
     # Items of the batch without staged chunks (their document or chunking failed) keep
     # their published version whole: a broken re-fetch never loses stored data.
+    published = sorted({r[1] for r in rows})
+    duckdb.set_files_state(published, "stored")
+    duckdb.set_files_state(sorted(set(keys) - set(published)), "error")
     _observe_items(context, duckdb, keys, info.name)
     return dg.MaterializeResult(
         metadata={

@@ -22,6 +22,7 @@ from pathlib import Path
 from rag_core.instance import open_instance
 from rag_core.items import scan_item_files
 from rag_core.prune import describe_refusal, read_refusal, read_removals
+from rag_core.reconcile import request_reconcile
 from rag_core.settings import PROJECT_ROOT, Settings, child_environment
 from rag_core.status import store_counts
 
@@ -271,6 +272,8 @@ def run_pipeline(settings: Settings, reporter: Reporter | None = None) -> dict:
     wall_start = time.time()
     started_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     home = prepare_instance(settings)
+    # The sensor's first tick re-requests item files an earlier session failed to ingest.
+    request_reconcile(settings.raw_dir)
     services = Services(settings.data_dir / "logs")
     overrides = {}
     try:

@@ -127,6 +127,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, dim: int | None = None) -> Non
     """Create the tables if missing; the embeddings table needs the model's dimension."""
     con.execute(SCHEMA)
     con.execute(STAGING_SCHEMA)
+    con.execute(INGESTED_SCHEMA)
     if dim is not None:
         con.execute(EMBEDDINGS_DDL.format(dim=int(dim)))
         stored = embeddings_dimension(con)
@@ -237,3 +238,69 @@ def publish_items(
     insert_rows(con, "embeddings", ("chunk_id", "item_id", "model", "embedding"), vector_rows)
     for table in STAGING_TABLES:
         delete_items(con, table, ids)
+
+
+# -- reconciliation: which version of each item file the stores hold ------------------------------
+#
+# raw_items marks a file "started" with the mtime it read; the embeddings stage marks it
+# "stored" (published) or "error" (a stage recorded why). An item file whose mtime differs,
+# or that is still "started" when no run is in flight, was not ingested: the sensor asks
+# for it again (sensors/raw_item_files.py, rag_core/reconcile.py).
+INGESTED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ingested_files (
+    item_id VARCHAR PRIMARY KEY,
+    mtime_ns BIGINT NOT NULL,
+    state VARCHAR NOT NULL
+);
+"""
+
+
+def mark_files_started(con: duckdb.DuckDBPyConnection, mtimes: dict[str, int]) -> None:
+    """Record the file versions a run is about to ingest."""
+    delete_items(con, "ingested_files", list(mtimes))
+    rows = [(key, mtime, "started") for key, mtime in mtimes.items()]
+    insert_rows(con, "ingested_files", ("item_id", "mtime_ns", "state"), rows)
+
+
+def set_files_state(con: duckdb.DuckDBPyConnection, item_ids: Sequence[str], state: str) -> None:
+    """Mark the started versions of ``item_ids`` as "stored" or "error"."""
+    if item_ids:
+        con.execute(
+            "UPDATE ingested_files SET state = ? WHERE item_id IN (SELECT unnest(?))",
+            [state, list(item_ids)],
+        )
+
+
+def read_ingested_files(path: Path, timeout_s: float) -> dict[str, tuple[int, str]]:
+    """item_id -> (mtime_ns, state) of every ingested file version (one read, no write)."""
+    if not path.exists():
+        return {}
+    with connect(path, read_only=True, timeout_s=timeout_s) as con:
+        if not table_exists(con, "ingested_files"):
+            return {}
+        rows = con.execute("SELECT item_id, mtime_ns, state FROM ingested_files").fetchall()
+    return {key: (mtime, state) for key, mtime, state in rows}
+
+
+def record_given_up(path: Path, failures: dict[str, int], message: str, timeout_s: float) -> None:
+    """Record items that failed every attempt: one ingest_errors row each (stage
+    "ingest"), and their file version marked "error" so they are not asked for again
+    until the file changes."""
+    with connect(path, timeout_s=timeout_s) as con:
+        ensure_schema(con)
+        with transaction(con):
+            keys = list(failures)
+            con.execute(
+                "DELETE FROM ingest_errors WHERE stage = 'ingest' "
+                "AND item_id IN (SELECT unnest(?))",
+                [keys],
+            )
+            insert_rows(
+                con, "ingest_errors", ("item_id", "stage", "error"),
+                [(key, "ingest", message) for key in keys],
+            )  # fmt: skip
+            delete_items(con, "ingested_files", keys)
+            insert_rows(
+                con, "ingested_files", ("item_id", "mtime_ns", "state"),
+                [(key, mtime, "error") for key, mtime in failures.items()],
+            )  # fmt: skip
