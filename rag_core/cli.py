@@ -100,7 +100,15 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from rag_core.status import dagster_status, prune_status, recent_errors, store_counts
+    from rag_core.fingerprint import settings_fingerprint
+    from rag_core.status import (
+        dagster_status,
+        describe_coverage,
+        index_coverage,
+        prune_status,
+        recent_errors,
+        store_counts,
+    )
 
     settings = load_settings()
     counts = store_counts(settings.raw_dir, settings.duckdb_path)
@@ -109,6 +117,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         "counts": counts.as_dict(),
         "dagster": dagster_status(settings.dagster_home),
         "prune": prune_status(settings.raw_dir),
+        "index": index_coverage(
+            settings.duckdb_path, settings_fingerprint(settings), counts.files
+        ),
     }
     if errors is not None:
         report["errors"] = errors
@@ -127,6 +138,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"Runs: {runs} ({dag['runs_in_flight']} in flight)")
     else:
         print(f"No Dagster instance yet at {settings.dagster_home}")
+    print(describe_coverage(report["index"]))
     prune = report["prune"]
     if prune["pending_removals"]:
         print(f"Removals pending: {prune['pending_removals']}")
@@ -155,6 +167,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 for hit in hits]  # fmt: skip
         print(json.dumps(rows, indent=2))
         return 0
+    _print_reindex_note(settings)
     if not hits:
         print("No results.")
     for hit in hits:
@@ -165,6 +178,17 @@ def _cmd_search(args: argparse.Namespace) -> int:
         if args.graph:
             _print_graph(graph.get(hit.chunk_id))
     return 0
+
+
+def _print_reindex_note(settings) -> None:
+    """While a re-index is under way, say which pages search serves."""
+    from rag_core.fingerprint import settings_fingerprint
+    from rag_core.status import describe_coverage, index_coverage, item_keys_on_disk
+
+    files = len(item_keys_on_disk(settings.raw_dir))
+    coverage = index_coverage(settings.duckdb_path, settings_fingerprint(settings), files)
+    if coverage["pages_other"]:
+        print(describe_coverage(coverage), file=sys.stderr)
 
 
 def _print_graph(context: dict | None) -> None:

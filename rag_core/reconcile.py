@@ -25,15 +25,24 @@ GAVE_UP = (
 )
 
 
-def unstored(files: list[tuple[str, int]], ingested: dict[str, tuple[int, str]]) -> list[str]:
-    """Keys whose file version is not the one the stores hold (or whose run never ended).
+def unstored(
+    files: list[tuple[str, int]], ingested: dict[str, tuple], fingerprint: str | None = None
+) -> list[str]:
+    """Keys whose file version is not the one the stores hold under ``fingerprint`` (or
+    whose run never ended). A changed index fingerprint (settings, model weights) makes
+    every page unstored: they are re-processed from their item files, no re-crawl needed.
 
     Only meaningful while no ingestion run is in flight ("started" = the run died).
     """
     out = []
     for key, mtime in files:
         record = ingested.get(key)
-        if record is None or record[0] != mtime or record[1] == "started":
+        if (
+            record is None
+            or record[0] != mtime
+            or record[1] == "started"
+            or (fingerprint is not None and record[2] != fingerprint)
+        ):
             out.append(key)
     return out
 

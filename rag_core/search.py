@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from rag_core import store
+from rag_core.fingerprint import settings_fingerprint
 from rag_core.settings import Settings
 
 SEARCH_SQL = """
@@ -13,7 +14,8 @@ SELECT c.chunk_id, c.item_id, d.title, d.url, c.heading, c.text,
 FROM embeddings e
 JOIN chunks c USING (chunk_id)
 JOIN documents d ON d.item_id = c.item_id
-WHERE e.model = $model
+-- Only vectors of the current index fingerprint: two fingerprints are never ranked together.
+WHERE e.fingerprint = $fingerprint
 -- The same page under two URLs (/ and /index.html) is stored twice; show it once.
 QUALIFY row_number() OVER (PARTITION BY d.content_hash, c.chunk_index ORDER BY d.url) = 1
 ORDER BY score DESC, c.chunk_id
@@ -70,7 +72,7 @@ def search(settings: Settings, question: str, k: int = 5, embedder=None) -> list
             raise SearchError(f"stored vectors have {dim} dimensions, the model gives {len(query)}")
         rows = con.execute(
             SEARCH_SQL.format(dim=dim),
-            {"query": query, "model": embedder.info.name, "k": k},
+            {"query": query, "fingerprint": settings_fingerprint(settings), "k": k},
         ).fetchall()
     return [
         Hit(

@@ -130,6 +130,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, dim: int | None = None) -> Non
     con.execute(INGESTED_SCHEMA)
     if dim is not None:
         con.execute(EMBEDDINGS_DDL.format(dim=int(dim)))
+        # The index fingerprint of each vector (rag_core.fingerprint); added to older files.
+        con.execute("ALTER TABLE embeddings ADD COLUMN IF NOT EXISTS fingerprint VARCHAR")
         stored = embeddings_dimension(con)
         if stored is not None and stored != dim:
             raise ValueError(
@@ -235,7 +237,10 @@ def publish_items(
         [ids],
     )
     delete_items(con, "embeddings", ids)
-    insert_rows(con, "embeddings", ("chunk_id", "item_id", "model", "embedding"), vector_rows)
+    insert_rows(
+        con, "embeddings", ("chunk_id", "item_id", "model", "fingerprint", "embedding"),
+        vector_rows,
+    )  # fmt: skip
     for table in STAGING_TABLES:
         delete_items(con, table, ids)
 
@@ -250,7 +255,8 @@ INGESTED_SCHEMA = """
 CREATE TABLE IF NOT EXISTS ingested_files (
     item_id VARCHAR PRIMARY KEY,
     mtime_ns BIGINT NOT NULL,
-    state VARCHAR NOT NULL
+    state VARCHAR NOT NULL,
+    fingerprint VARCHAR
 );
 """
 
@@ -262,27 +268,44 @@ def mark_files_started(con: duckdb.DuckDBPyConnection, mtimes: dict[str, int]) -
     insert_rows(con, "ingested_files", ("item_id", "mtime_ns", "state"), rows)
 
 
-def set_files_state(con: duckdb.DuckDBPyConnection, item_ids: Sequence[str], state: str) -> None:
-    """Mark the started versions of ``item_ids`` as "stored" or "error"."""
+def set_files_state(
+    con: duckdb.DuckDBPyConnection, item_ids: Sequence[str], state: str, fingerprint: str
+) -> None:
+    """Mark the started versions of ``item_ids`` "stored" or "error" under ``fingerprint``."""
     if item_ids:
         con.execute(
-            "UPDATE ingested_files SET state = ? WHERE item_id IN (SELECT unnest(?))",
-            [state, list(item_ids)],
+            "UPDATE ingested_files SET state = ?, fingerprint = ? "
+            "WHERE item_id IN (SELECT unnest(?))",
+            [state, fingerprint, list(item_ids)],
         )
 
 
-def read_ingested_files(path: Path, timeout_s: float) -> dict[str, tuple[int, str]]:
-    """item_id -> (mtime_ns, state) of every ingested file version (one read, no write)."""
+def read_ingested_files(path: Path, timeout_s: float) -> dict[str, tuple[int, str, str]]:
+    """item_id -> (mtime_ns, state, fingerprint) of every ingested file version."""
     if not path.exists():
         return {}
     with connect(path, read_only=True, timeout_s=timeout_s) as con:
         if not table_exists(con, "ingested_files"):
             return {}
-        rows = con.execute("SELECT item_id, mtime_ns, state FROM ingested_files").fetchall()
-    return {key: (mtime, state) for key, mtime, state in rows}
+        rows = con.execute(
+            "SELECT item_id, mtime_ns, state, fingerprint FROM ingested_files"
+        ).fetchall()
+    return {key: (mtime, state, fp) for key, mtime, state, fp in rows}
 
 
-def record_given_up(path: Path, failures: dict[str, int], message: str, timeout_s: float) -> None:
+def fingerprint_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Pages with vectors per index fingerprint ('' for vectors stored before fingerprints)."""
+    if not table_exists(con, "embeddings"):
+        return {}
+    rows = con.execute(
+        "SELECT coalesce(fingerprint, ''), count(DISTINCT item_id) FROM embeddings GROUP BY 1"
+    ).fetchall()
+    return dict(rows)
+
+
+def record_given_up(
+    path: Path, failures: dict[str, int], message: str, fingerprint: str, timeout_s: float
+) -> None:
     """Record items that failed every attempt: one ingest_errors row each (stage
     "ingest"), and their file version marked "error" so they are not asked for again
     until the file changes."""
@@ -301,6 +324,6 @@ def record_given_up(path: Path, failures: dict[str, int], message: str, timeout_
             )  # fmt: skip
             delete_items(con, "ingested_files", keys)
             insert_rows(
-                con, "ingested_files", ("item_id", "mtime_ns", "state"),
-                [(key, mtime, "error") for key, mtime in failures.items()],
+                con, "ingested_files", ("item_id", "mtime_ns", "state", "fingerprint"),
+                [(key, mtime, "error", fingerprint) for key, mtime in failures.items()],
             )  # fmt: skip

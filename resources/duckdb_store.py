@@ -92,10 +92,10 @@ class DuckDBStore(dg.ConfigurableResource):
         with self.write() as con:
             store.mark_files_started(con, mtimes)
 
-    def set_files_state(self, item_ids: Sequence[str], state: str) -> None:
+    def set_files_state(self, item_ids: Sequence[str], state: str, fingerprint: str) -> None:
         """Mark ingested file versions "stored" or "error" (store.set_files_state)."""
         with self.write() as con:
-            store.set_files_state(con, item_ids, state)
+            store.set_files_state(con, item_ids, state, fingerprint)
 
     def record_errors(
         self, stage: str, item_ids: Sequence[str], errors: dict[str, str], run_id: str

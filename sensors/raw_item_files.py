@@ -2,6 +2,7 @@
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -123,6 +124,7 @@ def reconcile_files(
     files: list[tuple[str, int]],
     pending: list[str],
     mode: str,
+    fingerprint: "Callable[[], str] | None" = None,
 ) -> list[str]:
     """Keys to ask for again because the stores do not hold their file's version.
 
@@ -141,7 +143,8 @@ def reconcile_files(
     except store.StoreLockedError:
         return []  # a writer holds the file: try again next tick
     waiting = set(pending)
-    missing = [k for k in reconcile.unstored(files, ingested) if k not in waiting]
+    current = fingerprint() if fingerprint else None
+    missing = [k for k in reconcile.unstored(files, ingested, current) if k not in waiting]
     # Asked for by `rag run` at start: the user wants it now, whatever the backoff says.
     forced = requested > cursor.last_reconcile_at
     cursor.last_reconcile_at = now
@@ -153,7 +156,8 @@ def reconcile_files(
         message = reconcile.GAVE_UP.format(n=reconcile.MAX_ATTEMPTS)
         try:
             store.record_given_up(
-                duckdb.db_path, {k: mtimes[k] for k in give_up}, message, timeout_s=2.0
+                duckdb.db_path, {k: mtimes[k] for k in give_up}, message, current or "",
+                timeout_s=2.0,
             )
         except store.StoreLockedError:
             pass  # recorded at the next reconciliation
@@ -242,6 +246,7 @@ def build_raw_item_files_sensor(
     job: "UnresolvedAssetJobDefinition | None" = None,
     max_items: int = DEFAULT_MAX_ITEMS,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    fingerprint: "Callable[[], str] | None" = None,
 ) -> dg.SensorDefinition:
     """The sensor for PIPELINE_MODE ``mode``: streaming ingests during the crawl, batch after it.
 
@@ -265,7 +270,9 @@ def build_raw_item_files_sensor(
         context: dg.SensorEvaluationContext, raw_store: RawItemStore, duckdb: DuckDBStore
     ):
         """Turns new item files into partitions and micro-batched ingestion runs."""
-        return evaluate_files(context, raw_store, mode, max_items, max_bytes, duckdb)
+        return evaluate_files(
+            context, raw_store, mode, max_items, max_bytes, duckdb, fingerprint
+        )
 
     return raw_item_files
 
@@ -277,6 +284,7 @@ def evaluate_files(
     max_items: int = DEFAULT_MAX_ITEMS,
     max_bytes: int = DEFAULT_MAX_BYTES,
     duckdb: DuckDBStore | None = None,
+    fingerprint: "Callable[[], str] | None" = None,
 ) -> dg.SensorResult:
     """One tick: register new partitions; request one run for all waiting items unless blocked.
 
@@ -304,7 +312,9 @@ def evaluate_files(
     cursor.advance(files, scan_started_ns)
     scan_s = time.monotonic() - started
     if duckdb is not None:
-        again = reconcile_files(context, cursor, raw_store, duckdb, files, pending, mode)
+        again = reconcile_files(
+            context, cursor, raw_store, duckdb, files, pending, mode, fingerprint
+        )
         unregistered = [k for k in again if k not in known_set]
         if unregistered:
             instance.add_dynamic_partitions(ITEMS_PARTITIONS_NAME, unregistered)

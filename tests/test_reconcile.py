@@ -86,8 +86,9 @@ def test_backoff_then_give_up_once(tmp_path):
     # Given up: one error row, and its file version is no longer "unstored".
     db = tmp_path / "rag.duckdb"
     for _ in range(2):
-        store.record_given_up(db, {"a": 123}, "gave up", timeout_s=5)
+        store.record_given_up(db, {"a": 123}, "gave up", "fp1", timeout_s=5)
     assert [e["item_id"] for e in recent_errors(db)] == ["a"]
     ingested = store.read_ingested_files(db, timeout_s=5)
-    assert reconcile.unstored([("a", 123)], ingested) == []
-    assert reconcile.unstored([("a", 124)], ingested) == ["a"]  # its file changed
+    assert reconcile.unstored([("a", 123)], ingested, "fp1") == []
+    assert reconcile.unstored([("a", 124)], ingested, "fp1") == ["a"]  # its file changed
+    assert reconcile.unstored([("a", 123)], ingested, "fp2") == ["a"]  # settings changed
