@@ -180,15 +180,26 @@ class Progress:
     elapsed: float
     counts: dict
     runs: int
+    note: str = ""  # e.g. a re-index under way after a settings change
 
     def line(self) -> str:
         c = self.counts
         rate = c["chunks"] / self.elapsed if self.elapsed else 0.0
+        note = f" | {self.note}" if self.note else ""
         return (
             f"Progress: Files={c['files']}, Docs={c['documents']}, Chunks={c['chunks']}, "
             f"Embeddings={c['embeddings']}, Errors={c['errors']}, Runs={self.runs} "
-            f"| {rate:.1f} chunks/s | {self.elapsed:.0f}s"
+            f"| {rate:.1f} chunks/s | {self.elapsed:.0f}s{note}"
         )
+
+
+def reindex_note(settings: Settings, files: int) -> str:
+    """"Index <fp>: n of m pages; re-index under way ..." while two fingerprints are stored."""
+    from rag_core.fingerprint import settings_fingerprint
+    from rag_core.status import describe_coverage, index_coverage
+
+    coverage = index_coverage(settings.duckdb_path, settings_fingerprint(settings), files)
+    return describe_coverage(coverage) if coverage["pages_other"] else ""
 
 
 class Reporter:
@@ -395,13 +406,16 @@ def crawl_problems(settings: Settings, since: float) -> dict:
 def _watch(settings, home, crawl_run_id, started_at, wall_start, services, reporter) -> dict:
 
     deadline = time.monotonic() + settings.run_timeout_seconds
+    note, note_at = "", 0.0
     with open_instance(home) as instance:
         while True:
             services.check_alive()
             records = _runs_since(instance, started_at)
             crawl = instance.get_run_by_id(crawl_run_id)
             counts = store_counts(settings.raw_dir, settings.duckdb_path).as_dict()
-            reporter.sample(Progress(time.time() - wall_start, counts, len(records)))
+            if time.monotonic() >= note_at:  # one more read of the store, every 5 s
+                note, note_at = reindex_note(settings, counts["files"]), time.monotonic() + 5
+            reporter.sample(Progress(time.time() - wall_start, counts, len(records), note))
             ingest = [r for r in records if r.dagster_run.tags.get("rag/lane") == "ingest"]
             in_flight = any(r.dagster_run.status.value not in FINISHED for r in ingest)
             if crawl is not None and crawl.status.value in FINISHED and not in_flight:

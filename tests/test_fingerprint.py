@@ -77,3 +77,21 @@ def test_changed_chunking_reindexes_everything_and_search_never_mixes(
     # Done: nothing more is asked for.
     reconcile.request_reconcile(raw)
     assert not evaluate(instance, raw, rest.cursor, sensor=after).run_requests
+
+
+def test_coverage_is_shown_while_a_reindex_is_under_way():
+    from rag_core.runner import Progress
+    from rag_core.status import describe_coverage
+
+    coverage = {
+        "fingerprint": "new", "pages_current": 3, "pages_other": 1,
+        "other_fingerprints": ["old"], "files": 4,
+    }  # fmt: skip
+    text = describe_coverage(coverage)
+    assert text == (
+        "Index new: 3 of 4 pages; re-index under way, 1 page(s) still under old (not searched)"
+    )
+    counts = dict.fromkeys(("files", "documents", "chunks", "embeddings", "errors"), 0)
+    assert Progress(1.0, counts, 1, text).line().endswith("| " + text)
+    done = describe_coverage(coverage | {"pages_current": 4, "pages_other": 0})
+    assert done == "Index new: 4 of 4 pages"
