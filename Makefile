@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv run test lint dev bench clean-data env-example
+.PHONY: venv run test lint dev bench soak clean-data env-example
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,13 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: venv $(BENCH_STAMP)
 	$(BIN)/python -m bench --n $(N) $(if $(filter 1 true yes,$(SCALE)),--scale,)
+
+## Fault-injection soak test (tests/test_soak.py: SIGKILLs, 503 bursts, a held DuckDB file,
+## then one clean run must equal a clean run) with more seeds than `make test` runs.
+SEEDS ?= 0,1,2,3,4
+
+soak: venv
+	SOAK_SEEDS=$(SEEDS) $(BIN)/python -m pytest -q -s tests/test_soak.py
 
 ## Remove everything ingested (item files, DuckDB, the Dagster instance, logs).
 clean-data:
