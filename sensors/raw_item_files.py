@@ -1,4 +1,6 @@
-"""Sensor: each new item file becomes an ``items`` partition; one run per tick ingests them all."""
+"""Sensor: each new item file becomes an ``items`` partition; one run per tick ingests them
+(at most MAX_BATCH_ITEMS / MAX_BATCH_MB), with the exact keys in a batch manifest; it also
+requests prunes (with backoff) and reconciles the stores with the item files."""
 
 import json
 import time
@@ -261,8 +263,10 @@ def build_raw_item_files_sensor(
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
             "Scans data/raw for new item files, registers one `items` partition per file, and "
-            "requests ONE ingestion run per tick for all of them, never while another ingestion "
-            "run is in flight: batches grow under load and shrink when it is light. "
+            "requests ONE ingestion run per tick for all of them (up to MAX_BATCH_ITEMS and "
+            "MAX_BATCH_MB), never while another ingestion run is in flight: batches grow under "
+            "load and shrink when it is light. Item files the stores do not hold (a failed run, "
+            "a changed index fingerprint) are asked for again. "
             f"Mode: {mode}" + (" (waits for the crawl to finish)." if mode == "batch" else ".")
         ),
     )
