@@ -70,7 +70,8 @@ def processes_of(data, marker: str) -> list[psutil.Process]:
 
 
 MARKERS = {
-    "worker": "execute_run",
+    # The code server starts each run in a multiprocessing child (the run worker).
+    "worker": "spawn_main(",
     "daemon": "dagster-daemon",
     "embedding_server": "rag_core.embedding_server",
     "crawl": "-m crawler",
