@@ -4,8 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv run test lint dev bench bench-search browser postgres-docs clean-data env-example \
-	test-servers
+.PHONY: venv run test lint dev bench bench-search browser postgres-docs soak clean-data \
+	env-example test-servers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,13 @@ SEARCH_N ?= 100000 1000000
 RETRIEVAL_VARIANT ?= header
 bench-search: venv
 	$(BIN)/python -m bench.search_latency $(foreach n,$(SEARCH_N),--n $(n)) --write bench/RESULTS.md
+
+## Fault-injection soak test (tests/test_soak.py: SIGKILLs, 503 bursts, a held DuckDB file,
+## then one clean run must equal a clean run) with more seeds than `make test` runs.
+SEEDS ?= 0,1,2,3,4
+
+soak: venv
+	SOAK_SEEDS=$(SEEDS) $(BIN)/python -m pytest -q -s tests/test_soak.py
 
 ## Remove everything ingested (item files, DuckDB, the Dagster instance, logs).
 clean-data:

@@ -70,4 +70,25 @@ def embeddings_are_finite(duckdb: DuckDBStore) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=bad == 0, metadata={"non_finite_vectors": bad})
 
 
-embedding_checks = [every_chunk_embedded, embedding_dimension_matches_model, embeddings_are_finite]
+@dg.asset_check(asset=embeddings, description="All vectors share one index fingerprint.")
+def one_index_fingerprint(duckdb: DuckDBStore) -> dg.AssetCheckResult:
+    """Fails while vectors of two index fingerprints (model weights, dtype, chunking) remain:
+    after a completed re-index every page is on the current one."""
+    if not _has_embeddings(duckdb):
+        return dg.AssetCheckResult(passed=False, metadata={"reason": "no embeddings table yet"})
+    with duckdb.connection() as con:
+        from rag_core import store
+
+        counts = store.fingerprint_counts(con)
+    return dg.AssetCheckResult(
+        passed=len(counts) <= 1,
+        metadata={"pages_by_fingerprint": dg.MetadataValue.json(counts)},
+    )
+
+
+embedding_checks = [
+    every_chunk_embedded,
+    embedding_dimension_matches_model,
+    embeddings_are_finite,
+    one_index_fingerprint,
+]

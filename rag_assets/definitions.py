@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import dagster as dg
 
 from rag_assets.checks import embedding_checks
@@ -10,6 +12,7 @@ from rag_assets.graph import graph_pages
 from rag_assets.ingest import chunks, documents, embeddings, raw_items
 from rag_assets.jobs import build_ingest_job, crawl_job, graph_catch_up_job, prune_job
 from rag_assets.prune import build_removed_pages
+from rag_core.fingerprint import settings_fingerprint
 from rag_core.redact import mask_secrets
 from rag_core.settings import Settings, load_settings
 from resources.chunker import TokenChunker
@@ -94,6 +97,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 ingest_job,
                 max_items=settings.max_batch_items,
                 max_bytes=settings.max_batch_mb * 1024 * 1024,
+                fingerprint=functools.partial(settings_fingerprint, settings),
             )
         ]
         + ([graph_catch_up] if graph else []),

@@ -22,6 +22,7 @@ from rag_assets.partitions import ITEMS_PARTITIONS_NAME, items_partitions
 from rag_core import ids, store
 from rag_core.batches import MANIFEST_TAG, read_manifest
 from rag_core.extraction import extract_document
+from rag_core.fingerprint import index_fingerprint
 from rag_core.items import ItemFileError
 from resources.chunker import TokenChunker
 from resources.duckdb_store import DuckDBStore
@@ -116,6 +117,15 @@ def raw_items(
     """Crawled pages, validated from their item files, as rows of the raw_items table."""
     started = time.monotonic()
     keys = batch_keys(context, raw_store)
+    # The file versions this run ingests (read before the files): reconciliation compares
+    # them with what is on disk once the run is over.
+    mtimes = {}
+    for key in keys:
+        try:
+            mtimes[key] = raw_store.path_for(key).stat().st_mtime_ns
+        except OSError:
+            pass  # a missing file is reported as an error below
+    duckdb.mark_files_started(mtimes)
     rows, errors = [], {}
     for key in keys:
         try:
@@ -293,15 +303,18 @@ def chunks(
 
 
 def _store_vectors(
-    duckdb: DuckDBStore, group: list[tuple], vectors: dict, cached: dict, info
+    duckdb: DuckDBStore, group: list[tuple], vectors: dict, cached: dict, info, fingerprint: str
 ) -> None:
     """Publish the group's items: their staged document and chunks with these vectors
     (computed or reused), all in one transaction."""
     out = [
-        (r[0], r[1], info.name, vectors[r[0]] if r[0] in vectors else list(cached[r[0]]))
+        (
+            r[0], r[1], info.name, fingerprint,
+            vectors[r[0]] if r[0] in vectors else list(cached[r[0]]),
+        )
         for r in group
-    ]
-    dim = len(out[0][3]) if out else info.dimension
+    ]  # fmt: skip
+    dim = len(out[0][4]) if out else info.dimension
     duckdb.publish(sorted({r[1] for r in group}), DOC_COLUMNS, CHUNK_COLUMNS, out, dim)
 
 
@@ -374,11 +387,20 @@ def embeddings(
     embedder: SentenceTransformerEmbedder,
     duckdb: DuckDBStore,
     raw_store: RawItemStore,
+    chunker: TokenChunker,
 ) -> dg.MaterializeResult:
     """Normalised sentence-transformers vectors, one per chunk, batched across the run's items."""
     started = time.monotonic()
     keys = batch_keys(context, raw_store)
     info = embedder.info
+    fingerprint = index_fingerprint(
+        embedder.model,
+        embedder.dtype,
+        chunker.chunk_size_tokens,
+        chunker.chunk_overlap_tokens,
+        chunker.context_header,
+        chunker.min_tokens,
+    )
     rows = _select(
         duckdb,
         f"SELECT chunk_id, item_id, text FROM staged_chunks WHERE {_in_list()} "
@@ -387,14 +409,15 @@ def embeddings(
     )
     cached = {}
     if rows:
-        # An unchanged chunk keeps its id, so its stored vector is reused, never recomputed.
+        # An unchanged chunk keeps its id, so its stored vector is reused, never recomputed
+        # (only one made under the same index fingerprint: same weights, dtype, chunking).
         with duckdb.connection() as con:
             if store.table_exists(con, "embeddings"):
                 cached = dict(
                     con.execute(
-                        f"SELECT chunk_id, embedding FROM embeddings WHERE model = ? "
+                        f"SELECT chunk_id, embedding FROM embeddings WHERE fingerprint = ? "
                         f"AND {_in_list('chunk_id')}",
-                        [info.name, [r[0] for r in rows]],
+                        [fingerprint, [r[0] for r in rows]],
                     ).fetchall()
                 )
     embedded = reused = 0
@@ -418,12 +441,15 @@ def embeddings(
             where = computed or where
             encode_s += seconds
             vectors = {r[0]: matrix[i].tolist() for i, r in enumerate(todo)} if todo else {}
-            _store_vectors(duckdb, group, vectors, cached, info)
+            _store_vectors(duckdb, group, vectors, cached, info, fingerprint)
             embedded += len(todo)
             reused += len(group) - len(todo)
             first_stored_at = first_stored_at or time.time()
     # Items of the batch without staged chunks (their document or chunking failed) keep
     # their published version whole: a broken re-fetch never loses stored data.
+    published = sorted({r[1] for r in rows})
+    duckdb.set_files_state(published, "stored", fingerprint)
+    duckdb.set_files_state(sorted(set(keys) - set(published)), "error", fingerprint)
     _observe_items(context, duckdb, keys, info.name)
     return dg.MaterializeResult(
         metadata={
@@ -432,6 +458,7 @@ def embeddings(
             "embedded": dg.MetadataValue.int(embedded),
             "reused": dg.MetadataValue.int(reused),
             "model": info.name,
+            "index_fingerprint": fingerprint,
             "dtype": embedder.dtype,
             "dimension": dg.MetadataValue.int(info.dimension or 0),
             "computed": where or "nothing to embed",

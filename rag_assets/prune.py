@@ -70,7 +70,8 @@ def build_removed_pages(with_graph: bool = False) -> dg.AssetsDefinition:
             else {}
         )
         with duckdb.write() as con:  # one transaction: a page is gone from every table or none
-            for table in (*store.ITEM_TABLES, *store.STAGING_TABLES, "ingest_errors"):
+            tables = (*store.ITEM_TABLES, *store.STAGING_TABLES, "ingested_files")
+            for table in (*tables, "ingest_errors"):
                 store.delete_items(con, table, keys)
         if with_graph and keys:
             context.resources.graph.write_pages([], removed=keys)

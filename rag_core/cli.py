@@ -118,10 +118,13 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from rag_core.fingerprint import settings_fingerprint
     from rag_core.redact import mask_value
     from rag_core.status import (
         crawl_refusals,
         dagster_status,
+        describe_coverage,
+        index_coverage,
         legacy_warning,
         prune_status,
         recent_errors,
@@ -136,6 +139,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         "counts": counts.as_dict(),
         "dagster": dagster_status(settings.dagster_home),
         "prune": prune_status(settings.raw_dir),
+        "index": index_coverage(
+            settings.duckdb_path, settings_fingerprint(settings), counts.files
+        ),
     }
     legacy = legacy_warning(settings.raw_dir)
     if legacy:
@@ -160,6 +166,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"Runs: {runs} ({dag['runs_in_flight']} in flight)")
     else:
         print(f"No Dagster instance yet at {settings.dagster_home}")
+    print(describe_coverage(report["index"]))
     prune = report["prune"]
     if prune["pending_removals"]:
         print(f"Removals pending: {prune['pending_removals']}")
@@ -212,6 +219,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 for hit in hits]  # fmt: skip
         print(json.dumps(rows, indent=2))
         return 0
+    _print_reindex_note(settings)
     if not hits:
         print("No results.")
     for hit in hits:
@@ -251,6 +259,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from rag_core.serve import serve
 
     return serve(load_settings(), args.host, args.port)
+
+
+def _print_reindex_note(settings) -> None:
+    """While a re-index is under way, say which pages search serves."""
+    from rag_core.fingerprint import settings_fingerprint
+    from rag_core.status import describe_coverage, index_coverage, item_keys_on_disk
+
+    files = len(item_keys_on_disk(settings.raw_dir))
+    coverage = index_coverage(settings.duckdb_path, settings_fingerprint(settings), files)
+    if coverage["pages_other"]:
+        print(describe_coverage(coverage), file=sys.stderr)
 
 
 def _print_graph(context: dict | None) -> None:

@@ -25,6 +25,7 @@ from rag_core.instance import open_instance
 from rag_core.items import scan_item_files
 from rag_core.metrics import metrics_exporter
 from rag_core.prune import describe_refusal, read_refusal, read_removals
+from rag_core.reconcile import request_reconcile
 from rag_core.redact import mask_secrets
 from rag_core.rekey import rekey_item_files
 from rag_core.server_state import state_path
@@ -267,15 +268,26 @@ class Progress:
     elapsed: float
     counts: dict
     runs: int
+    note: str = ""  # e.g. a re-index under way after a settings change
 
     def line(self) -> str:
         c = self.counts
         rate = c["chunks"] / self.elapsed if self.elapsed else 0.0
+        note = f" | {self.note}" if self.note else ""
         return (
             f"Progress: Files={c['files']}, Docs={c['documents']}, Chunks={c['chunks']}, "
             f"Embeddings={c['embeddings']}, Errors={c['errors']}, Runs={self.runs} "
-            f"| {rate:.1f} chunks/s | {self.elapsed:.0f}s"
+            f"| {rate:.1f} chunks/s | {self.elapsed:.0f}s{note}"
         )
+
+
+def reindex_note(settings: Settings, files: int) -> str:
+    """"Index <fp>: n of m pages; re-index under way ..." while two fingerprints are stored."""
+    from rag_core.fingerprint import settings_fingerprint
+    from rag_core.status import describe_coverage, index_coverage
+
+    coverage = index_coverage(settings.duckdb_path, settings_fingerprint(settings), files)
+    return describe_coverage(coverage) if coverage["pages_other"] else ""
 
 
 class Reporter:
@@ -364,6 +376,8 @@ def run_pipeline(settings: Settings, reporter: Reporter | None = None) -> dict:
     started_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     with session(settings, "rag run") as services:
         home = prepare_instance(settings)
+        # The sensor's first tick re-requests item files an earlier session failed to ingest.
+        request_reconcile(settings.raw_dir)
         try:
             return _run(settings, home, services, reporter, wall_start, started_at)
         finally:
@@ -416,6 +430,8 @@ def _run(settings, home, services, reporter, wall_start, started_at) -> dict:
             )
         print(f"Crawl run {crawl_run_id} queued; the sensor ingests pages as they arrive")
         return _watch(settings, home, crawl_run_id, started_at, wall_start, services, reporter)
+
+
 def next_commands(settings: Settings, ui_url: str = "http://127.0.0.1:3000") -> list[str]:
     """The two commands a user wants after a run: search what was ingested, open the UI.
 
@@ -529,13 +545,16 @@ def crawl_problems(settings: Settings, since: float) -> dict:
 def _watch(settings, home, crawl_run_id, started_at, wall_start, services, reporter) -> dict:
 
     deadline = time.monotonic() + settings.run_timeout_seconds
+    note, note_at = "", 0.0
     with open_instance(home) as instance:
         while True:
             services.check_alive()
             records = _runs_since(instance, started_at)
             crawl = instance.get_run_by_id(crawl_run_id)
             counts = store_counts(settings.raw_dir, settings.duckdb_path).as_dict()
-            reporter.sample(Progress(time.time() - wall_start, counts, len(records)))
+            if time.monotonic() >= note_at:  # one more read of the store, every 5 s
+                note, note_at = reindex_note(settings, counts["files"]), time.monotonic() + 5
+            reporter.sample(Progress(time.time() - wall_start, counts, len(records), note))
             ingest = [r for r in records if r.dagster_run.tags.get("rag/lane") == "ingest"]
             in_flight = any(r.dagster_run.status.value not in FINISHED for r in ingest)
             if crawl is not None and crawl.status.value in FINISHED and not in_flight:

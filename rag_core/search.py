@@ -7,6 +7,7 @@ import logging
 from dataclasses import asdict, dataclass
 
 from rag_core import store
+from rag_core.fingerprint import settings_fingerprint
 from rag_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -74,16 +75,19 @@ def search(
     if not settings.duckdb_path.exists():
         raise SearchError(f"{settings.duckdb_path} does not exist yet: run `make run` first")
     query = None
-    model = ""
+    # Only vectors of the current index fingerprint are ranked: two fingerprints (another
+    # model, dtype or chunking) are never compared with each other.
+    fingerprint = ""
     if mode != "keyword":
         embedder = embedder or embedder_for(settings)
         vectors, _ = embedder.embed([question])
         query = vectors[0].tolist()
-        model = embedder.info.name
-    rows = _query(settings, mode, question, query, model, k, by_page, url_prefix, title)
+        fingerprint = settings_fingerprint(settings)
+    args = (settings, mode, question, query, fingerprint, k, by_page, url_prefix, title)
+    rows = _query(*args)
     if rows is None:  # the keyword index is stale: rebuild it if the file is free, then rank
         rebuild_fts(settings)
-        rows = _query(settings, mode, question, query, model, k, by_page, url_prefix, title, True)
+        rows = _query(*args, stale_ok=True)
     return [
         Hit(
             rank=i + 1,
@@ -99,7 +103,9 @@ def search(
     ]
 
 
-def _query(settings, mode, question, query, model, k, by_page, url_prefix, title, stale_ok=False):
+def _query(
+    settings, mode, question, query, fingerprint, k, by_page, url_prefix, title, stale_ok=False
+):
     """Ranked (row, score) pairs from one short read-only connection; None when keyword ranks
     are needed and the index is stale (and ``stale_ok`` is not set)."""
     with store.connect(settings.duckdb_path, read_only=True) as con:
@@ -115,17 +121,17 @@ def _query(settings, mode, question, query, model, k, by_page, url_prefix, title
             store.load_fts(con)
             if not stale_ok and not store.fts_is_current(con):
                 return None
-        return _ranked(con, mode, question, query, model, k, by_page, url_prefix, title)
+        return _ranked(con, mode, question, query, fingerprint, k, by_page, url_prefix, title)
 
 
-def _ranked(con, mode, question, query, model, k, by_page, url_prefix, title):
+def _ranked(con, mode, question, query, fingerprint, k, by_page, url_prefix, title):
     """Fetch a few candidates per list, de-duplicate them, and grow the fetch only when
     duplicates left fewer than ``k``: the work is O(k) rows, not a pass over every chunk."""
     depth = max(FUSION_DEPTH, 4 * k) if mode == "hybrid" else 4 * k + 8
     while True:
         vec = kw = []
         if mode != "keyword":
-            vec = store.vector_candidates(con, query, model, depth, url_prefix, title)
+            vec = store.vector_candidates(con, query, fingerprint, depth, url_prefix, title)
         if mode != "vector":
             kw = _keyword(con, question, depth, url_prefix, title)
         if mode == "hybrid":

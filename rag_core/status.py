@@ -156,3 +156,33 @@ def prune_status(raw_dir: Path) -> dict:
         "pending_removals": len(prune.read_removals(raw_dir)),
         "refused": prune.describe_refusal(refused) if refused else "",
     }
+
+
+def index_coverage(db_path: Path, fingerprint: str, files: int) -> dict:
+    """Pages with vectors under the current index fingerprint, and under any other one."""
+    counts: dict[str, int] = {}
+    if db_path.exists():
+        with store.connect(db_path, read_only=True) as con:
+            counts = store.fingerprint_counts(con)
+    current = counts.pop(fingerprint, 0)
+    return {
+        "fingerprint": fingerprint,
+        "pages_current": current,
+        "pages_other": sum(counts.values()),
+        "other_fingerprints": sorted(counts),
+        "files": files,
+    }
+
+
+def describe_coverage(coverage: dict) -> str:
+    """One line for `rag status`, the progress line and `rag search`."""
+    line = (
+        f"Index {coverage['fingerprint']}: {coverage['pages_current']} of "
+        f"{coverage['files']} pages"
+    )
+    if coverage["pages_other"]:
+        line += (
+            f"; re-index under way, {coverage['pages_other']} page(s) still under "
+            f"{', '.join(f or '(none)' for f in coverage['other_fingerprints'])} (not searched)"
+        )
+    return line

@@ -127,8 +127,11 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, dim: int | None = None) -> Non
     """Create the tables if missing; the embeddings table needs the model's dimension."""
     con.execute(SCHEMA)
     con.execute(STAGING_SCHEMA)
+    con.execute(INGESTED_SCHEMA)
     if dim is not None:
         con.execute(EMBEDDINGS_DDL.format(dim=int(dim)))
+        # The index fingerprint of each vector (rag_core.fingerprint); added to older files.
+        con.execute("ALTER TABLE embeddings ADD COLUMN IF NOT EXISTS fingerprint VARCHAR")
         stored = embeddings_dimension(con)
         if stored is not None and stored != dim:
             raise ValueError(
@@ -234,7 +237,10 @@ def publish_items(
         [ids],
     )
     delete_items(con, "embeddings", ids)
-    insert_rows(con, "embeddings", ("chunk_id", "item_id", "model", "embedding"), vector_rows)
+    insert_rows(
+        con, "embeddings", ("chunk_id", "item_id", "model", "fingerprint", "embedding"),
+        vector_rows,
+    )  # fmt: skip
     for table in STAGING_TABLES:
         delete_items(con, table, ids)
 
@@ -364,7 +370,7 @@ def keyword_candidates(
 def vector_candidates(
     con: duckdb.DuckDBPyConnection,
     query: Sequence[float],
-    model: str,
+    fingerprint: str,
     limit: int,
     url_prefix: str = "",
     title: str = "",
@@ -382,7 +388,7 @@ def vector_candidates(
         WITH top AS (
             SELECT e.chunk_id, array_cosine_similarity(e.embedding, {vector}) AS score
             FROM embeddings e {join if filtered else ""}
-            WHERE e.model = $model {"AND " + _filters_sql() if filtered else ""}
+            WHERE e.fingerprint = $fingerprint {"AND " + _filters_sql() if filtered else ""}
             ORDER BY score DESC, e.chunk_id
             LIMIT $limit
         )
@@ -391,7 +397,7 @@ def vector_candidates(
         FROM top JOIN chunks c USING (chunk_id) JOIN documents d ON d.item_id = c.item_id
         ORDER BY top.score DESC, c.chunk_id
         """,
-        {"model": model, "limit": limit}
+        {"fingerprint": fingerprint, "limit": limit}
         | ({"prefix": url_prefix, "title": title} if filtered else {}),
     ).fetchall()
 
@@ -423,3 +429,87 @@ def metric_counts(con: duckdb.DuckDBPyConnection, model: str) -> dict:
             "SELECT count(DISTINCT item_id) FROM embeddings WHERE model = ?", [model]
         ).fetchone()[0]
     return counts
+
+
+# -- reconciliation: which version of each item file the stores hold ------------------------------
+#
+# raw_items marks a file "started" with the mtime it read; the embeddings stage marks it
+# "stored" (published) or "error" (a stage recorded why). An item file whose mtime differs,
+# or that is still "started" when no run is in flight, was not ingested: the sensor asks
+# for it again (sensors/raw_item_files.py, rag_core/reconcile.py).
+INGESTED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ingested_files (
+    item_id VARCHAR PRIMARY KEY,
+    mtime_ns BIGINT NOT NULL,
+    state VARCHAR NOT NULL,
+    fingerprint VARCHAR
+);
+"""
+
+
+def mark_files_started(con: duckdb.DuckDBPyConnection, mtimes: dict[str, int]) -> None:
+    """Record the file versions a run is about to ingest."""
+    delete_items(con, "ingested_files", list(mtimes))
+    rows = [(key, mtime, "started") for key, mtime in mtimes.items()]
+    insert_rows(con, "ingested_files", ("item_id", "mtime_ns", "state"), rows)
+
+
+def set_files_state(
+    con: duckdb.DuckDBPyConnection, item_ids: Sequence[str], state: str, fingerprint: str
+) -> None:
+    """Mark the started versions of ``item_ids`` "stored" or "error" under ``fingerprint``."""
+    if item_ids:
+        con.execute(
+            "UPDATE ingested_files SET state = ?, fingerprint = ? "
+            "WHERE item_id IN (SELECT unnest(?))",
+            [state, fingerprint, list(item_ids)],
+        )
+
+
+def read_ingested_files(path: Path, timeout_s: float) -> dict[str, tuple[int, str, str]]:
+    """item_id -> (mtime_ns, state, fingerprint) of every ingested file version."""
+    if not path.exists():
+        return {}
+    with connect(path, read_only=True, timeout_s=timeout_s) as con:
+        if not table_exists(con, "ingested_files"):
+            return {}
+        rows = con.execute(
+            "SELECT item_id, mtime_ns, state, fingerprint FROM ingested_files"
+        ).fetchall()
+    return {key: (mtime, state, fp) for key, mtime, state, fp in rows}
+
+
+def fingerprint_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Pages with vectors per index fingerprint ('' for vectors stored before fingerprints)."""
+    if not table_exists(con, "embeddings"):
+        return {}
+    rows = con.execute(
+        "SELECT coalesce(fingerprint, ''), count(DISTINCT item_id) FROM embeddings GROUP BY 1"
+    ).fetchall()
+    return dict(rows)
+
+
+def record_given_up(
+    path: Path, failures: dict[str, int], message: str, fingerprint: str, timeout_s: float
+) -> None:
+    """Record items that failed every attempt: one ingest_errors row each (stage
+    "ingest"), and their file version marked "error" so they are not asked for again
+    until the file changes."""
+    with connect(path, timeout_s=timeout_s) as con:
+        ensure_schema(con)
+        with transaction(con):
+            keys = list(failures)
+            con.execute(
+                "DELETE FROM ingest_errors WHERE stage = 'ingest' "
+                "AND item_id IN (SELECT unnest(?))",
+                [keys],
+            )
+            insert_rows(
+                con, "ingest_errors", ("item_id", "stage", "error"),
+                [(key, "ingest", message) for key in keys],
+            )  # fmt: skip
+            delete_items(con, "ingested_files", keys)
+            insert_rows(
+                con, "ingested_files", ("item_id", "mtime_ns", "state", "fingerprint"),
+                [(key, mtime, "error", fingerprint) for key, mtime in failures.items()],
+            )  # fmt: skip

@@ -87,6 +87,16 @@ class DuckDBStore(dg.ConfigurableResource):
         with self.write(dim) as con:
             store.publish_items(con, item_ids, doc_columns, chunk_columns, vector_rows)
 
+    def mark_files_started(self, mtimes: dict[str, int]) -> None:
+        """Record the item file versions this run ingests (store.mark_files_started)."""
+        with self.write() as con:
+            store.mark_files_started(con, mtimes)
+
+    def set_files_state(self, item_ids: Sequence[str], state: str, fingerprint: str) -> None:
+        """Mark ingested file versions "stored" or "error" (store.set_files_state)."""
+        with self.write() as con:
+            store.set_files_state(con, item_ids, state, fingerprint)
+
     def record_errors(
         self, stage: str, item_ids: Sequence[str], errors: dict[str, str], run_id: str
     ) -> None:

@@ -1,7 +1,10 @@
-"""Sensor: each new item file becomes an ``items`` partition; one run per tick ingests them all."""
+"""Sensor: each new item file becomes an ``items`` partition; one run per tick ingests them
+(at most MAX_BATCH_ITEMS / MAX_BATCH_MB), with the exact keys in a batch manifest; it also
+requests prunes (with backoff) and reconciles the stores with the item files."""
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -9,8 +12,9 @@ import dagster as dg
 
 from rag_assets.jobs import INGEST_JOB_NAME, LANE_TAG, PRUNE_JOB_NAME, ingest_job, prune_job
 from rag_assets.partitions import ITEMS_PARTITIONS_NAME
-from rag_core import priority, prune
+from rag_core import priority, prune, reconcile, store
 from rag_core.batches import MANIFEST_TAG, remove_old_manifests, write_manifest
+from resources.duckdb_store import DuckDBStore
 from resources.raw_items import RawItemStore
 
 if TYPE_CHECKING:
@@ -59,6 +63,10 @@ class FilesCursor:
     # When the last run was requested (epoch seconds): after a quiet spell the next batch
     # is a cold start and is kept small.
     last_request_at: float = 0.0
+    # Reconciliation (rag_core.reconcile): when it last ran, and per key re-requested by it
+    # [requests so far, earliest next request].
+    last_reconcile_at: float = 0.0
+    attempts: dict[str, list[float]] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, raw: str | None) -> "FilesCursor":
@@ -108,6 +116,57 @@ def blocking_run(instance: dg.DagsterInstance, mode: str) -> str | None:
     if mode == "batch" and lane_in_flight(instance, "crawl"):
         return "the crawl to finish (batch mode)"
     return None
+
+
+def reconcile_files(
+    context: dg.SensorEvaluationContext,
+    cursor: FilesCursor,
+    raw_store: RawItemStore,
+    duckdb: DuckDBStore,
+    files: list[tuple[str, int]],
+    pending: list[str],
+    mode: str,
+    fingerprint: "Callable[[], str] | None" = None,
+) -> list[str]:
+    """Keys to ask for again because the stores do not hold their file's version.
+
+    Cheap: at most every RECONCILE_INTERVAL_S (or when ``rag run`` asks at start), one read
+    of ``ingested_files``, and only while no ingestion run is in flight.
+    """
+    now = time.time()
+    requested = reconcile.reconcile_requested_at(raw_store.folder)
+    due = now - cursor.last_reconcile_at >= reconcile.RECONCILE_INTERVAL_S
+    if not (due or requested > cursor.last_reconcile_at):
+        return []
+    if blocking_run(context.instance, mode):
+        return []
+    try:
+        ingested = store.read_ingested_files(duckdb.db_path, timeout_s=2.0)
+    except store.StoreLockedError:
+        return []  # a writer holds the file: try again next tick
+    waiting = set(pending)
+    current = fingerprint() if fingerprint else None
+    missing = [k for k in reconcile.unstored(files, ingested, current) if k not in waiting]
+    # Asked for by `rag run` at start: the user wants it now, whatever the backoff says.
+    forced = requested > cursor.last_reconcile_at
+    cursor.last_reconcile_at = now
+    retry, give_up, cursor.attempts = reconcile.plan_retries(
+        missing, cursor.attempts, now, force=forced
+    )
+    if give_up:
+        mtimes = dict(files)
+        message = reconcile.GAVE_UP.format(n=reconcile.MAX_ATTEMPTS)
+        try:
+            store.record_given_up(
+                duckdb.db_path, {k: mtimes[k] for k in give_up}, message, current or "",
+                timeout_s=2.0,
+            )
+        except store.StoreLockedError:
+            pass  # recorded at the next reconciliation
+        context.log.warning(f"{len(give_up)} item(s) given up after repeated failed runs")
+    if retry:
+        context.log.info(f"reconciliation: {len(retry)} item file(s) not stored; asked again")
+    return retry
 
 
 def prune_retry_at(instance: dg.DagsterInstance) -> float:
@@ -189,6 +248,7 @@ def build_raw_item_files_sensor(
     job: "UnresolvedAssetJobDefinition | None" = None,
     max_items: int = DEFAULT_MAX_ITEMS,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    fingerprint: "Callable[[], str] | None" = None,
 ) -> dg.SensorDefinition:
     """The sensor for PIPELINE_MODE ``mode``: streaming ingests during the crawl, batch after it.
 
@@ -203,14 +263,20 @@ def build_raw_item_files_sensor(
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
             "Scans data/raw for new item files, registers one `items` partition per file, and "
-            "requests ONE ingestion run per tick for all of them, never while another ingestion "
-            "run is in flight: batches grow under load and shrink when it is light. "
+            "requests ONE ingestion run per tick for all of them (up to MAX_BATCH_ITEMS and "
+            "MAX_BATCH_MB), never while another ingestion run is in flight: batches grow under "
+            "load and shrink when it is light. Item files the stores do not hold (a failed run, "
+            "a changed index fingerprint) are asked for again. "
             f"Mode: {mode}" + (" (waits for the crawl to finish)." if mode == "batch" else ".")
         ),
     )
-    def raw_item_files(context: dg.SensorEvaluationContext, raw_store: RawItemStore):
+    def raw_item_files(
+        context: dg.SensorEvaluationContext, raw_store: RawItemStore, duckdb: DuckDBStore
+    ):
         """Turns new item files into partitions and micro-batched ingestion runs."""
-        return evaluate_files(context, raw_store, mode, max_items, max_bytes)
+        return evaluate_files(
+            context, raw_store, mode, max_items, max_bytes, duckdb, fingerprint
+        )
 
     return raw_item_files
 
@@ -221,6 +287,8 @@ def evaluate_files(
     mode: str,
     max_items: int = DEFAULT_MAX_ITEMS,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    duckdb: DuckDBStore | None = None,
+    fingerprint: "Callable[[], str] | None" = None,
 ) -> dg.SensorResult:
     """One tick: register new partitions; request one run for all waiting items unless blocked.
 
@@ -234,7 +302,7 @@ def evaluate_files(
     scan_started_ns = time.time_ns()
     files = raw_store.scan()
     touched = cursor.touched(files)
-    known = instance.get_dynamic_partitions(ITEMS_PARTITIONS_NAME)
+    known = list(instance.get_dynamic_partitions(ITEMS_PARTITIONS_NAME))
     known_set = set(known)
     new = [key for key in touched if key not in known_set]
     if new:
@@ -242,10 +310,21 @@ def evaluate_files(
         # the daemon would check each key on its own (slow at thousands of keys).
         instance.add_dynamic_partitions(ITEMS_PARTITIONS_NAME, new)
         known_set.update(new)
+        known += new  # appended in this order: ``known`` stays the partition order
     # Pending keys deleted from the partitions meanwhile (a pruned page) are dropped.
     pending = [k for k in dict.fromkeys(cursor.pending + touched) if k in known_set]
     cursor.advance(files, scan_started_ns)
     scan_s = time.monotonic() - started
+    if duckdb is not None:
+        again = reconcile_files(
+            context, cursor, raw_store, duckdb, files, pending, mode, fingerprint
+        )
+        unregistered = [k for k in again if k not in known_set]
+        if unregistered:
+            instance.add_dynamic_partitions(ITEMS_PARTITIONS_NAME, unregistered)
+            known_set.update(unregistered)
+            known += unregistered
+        pending += again
     removals = prune.read_removals(raw_store.folder)
     prune_due = bool(removals) and time.time() >= prune_retry_at(instance)
     if not pending and not prune_due:
@@ -273,7 +352,7 @@ def evaluate_files(
         )
     # The partition order never changes (keys are only appended), so a run's range resolves
     # the same at every retry; the manifest fixes the exact keys.
-    order = [*known, *new]  # add_dynamic_partitions appends in this order
+    order = known
     position = {key: index for index, key in enumerate(order)}
     pending.sort(key=position.__getitem__)
     # Priority (PRIORITY_RULES, sitemap <priority>): highest first, one priority level per run.

@@ -10,6 +10,7 @@ import pytest
 from dagster._core.storage.dagster_run import DagsterRun
 
 from rag_core.batches import MANIFEST_TAG, read_manifest
+from resources.duckdb_store import DuckDBStore
 from resources.raw_items import RawItemStore
 from sensors.raw_item_files import build_raw_item_files_sensor
 from tests.helpers import write_page
@@ -30,7 +31,10 @@ def evaluate(instance, raw_dir, cursor=None, sensor=raw_item_files):
     context = dg.build_sensor_context(
         instance=instance,
         cursor=cursor,
-        resources={"raw_store": RawItemStore(raw_dir=str(raw_dir))},
+        resources={
+            "raw_store": RawItemStore(raw_dir=str(raw_dir)),
+            "duckdb": DuckDBStore(path=str(raw_dir.parent / "rag.duckdb")),
+        },
     )
     result = sensor(context)
     # The daemon applies partition requests before run requests; do the same here.

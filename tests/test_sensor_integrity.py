@@ -10,6 +10,7 @@ import dagster as dg
 from dagster._core.storage.dagster_run import DagsterRun
 
 from rag_core import prune
+from resources.duckdb_store import DuckDBStore
 from resources.raw_items import RawItemStore
 from sensors.raw_item_files import PRUNE_BACKOFF_S, build_raw_item_files_sensor
 from tests.helpers import write_page
@@ -39,7 +40,11 @@ def test_a_file_renamed_in_during_a_slow_scan_is_not_skipped(instance, tmp_path)
     for i in range(3):
         write_page(raw, f"http://site.test/p{i}", f"P{i}", "<p>x</p>")
     context = dg.build_sensor_context(
-        instance=instance, resources={"raw_store": SlowScanStore(raw_dir=str(raw))}
+        instance=instance,
+        resources={
+            "raw_store": SlowScanStore(raw_dir=str(raw)),
+            "duckdb": DuckDBStore(path=str(tmp_path / "rag.duckdb")),
+        },
     )
     first = raw_item_files(context)
     first_keys = set(instance.get_dynamic_partitions("items"))

@@ -1,0 +1,111 @@
+"""A changed index fingerprint re-indexes every page from its item file, in bounded batches;
+search never mixes fingerprints; the asset check fails while two remain."""
+
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+
+from rag_assets.checks import one_index_fingerprint
+from rag_assets.definitions import build_definitions
+from rag_assets.ingest import chunks, documents, embeddings, raw_items
+from rag_core import reconcile
+from rag_core.fingerprint import settings_fingerprint
+from rag_core.search import search
+from resources.duckdb_store import DuckDBStore
+from sensors.raw_item_files import build_raw_item_files_sensor
+from tests.helpers import paragraphs, settings_for, write_page
+from tests.test_sensor import evaluate, instance  # noqa: F401 - the fixture
+
+
+def run_like(inst, settings, request):
+    result = dg.materialize(
+        [raw_items, documents, chunks, embeddings],
+        instance=inst,
+        resources=build_definitions(settings).resources,
+        tags=request.tags,
+    )
+    assert result.success
+
+
+def rows(settings, sql):
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def test_changed_chunking_reindexes_everything_and_search_never_mixes(
+    instance,  # noqa: F811
+    tmp_path,
+):
+    data = tmp_path / "data"
+    old = settings_for(data, EMBEDDING_SERVER="false", CHUNK_SIZE_TOKENS="224")
+    new = settings_for(data, EMBEDDING_SERVER="false", CHUNK_SIZE_TOKENS="96")
+    old_fp, new_fp = settings_fingerprint(old), settings_fingerprint(new)
+    assert old_fp != new_fp
+    raw = old.raw_dir
+    keys = [
+        write_page(raw, f"http://site.test/p{i}", f"P{i}", paragraphs(f"topic {i}", 8))
+        for i in range(4)
+    ]
+    before = build_raw_item_files_sensor("streaming", fingerprint=lambda: old_fp)
+    first = evaluate(instance, raw, sensor=before)
+    run_like(instance, old, first.run_requests[0])
+    assert rows(old, "SELECT DISTINCT fingerprint FROM embeddings") == [(old_fp,)]
+
+    # The settings change; `rag run` starts (it asks for a reconciliation): every page is
+    # re-processed from its item file, in runs of at most MAX_BATCH_ITEMS (3 here).
+    after = build_raw_item_files_sensor("streaming", max_items=3, fingerprint=lambda: new_fp)
+    reconcile.request_reconcile(raw)
+    tick = evaluate(instance, raw, first.cursor, sensor=after)
+    assert [r.tags["rag/batch_items"] for r in tick.run_requests] == ["3"]
+    run_like(instance, new, tick.run_requests[0])
+    # Half way: two fingerprints; the check says so and search serves only the new one.
+    check = one_index_fingerprint(duckdb=DuckDBStore(path=str(new.duckdb_path)))
+    assert not check.passed
+    sql = f"SELECT chunk_id FROM embeddings WHERE fingerprint = '{new_fp}'"
+    served = {chunk_id for (chunk_id,) in rows(new, sql)}
+    hits = search(new, "topic", k=50)
+    assert hits and {h.chunk_id for h in hits} <= served
+    rest = evaluate(instance, raw, tick.cursor, sensor=after)
+    assert [r.tags["rag/batch_items"] for r in rest.run_requests] == ["1"]
+    run_like(instance, new, rest.run_requests[0])
+
+    assert rows(new, "SELECT DISTINCT fingerprint FROM embeddings") == [(new_fp,)]
+    assert {r[0] for r in rows(new, "SELECT DISTINCT item_id FROM embeddings")} == set(keys)
+    assert rows(new, "SELECT max(token_count) FROM chunks")[0][0] <= 96
+    assert one_index_fingerprint(duckdb=DuckDBStore(path=str(new.duckdb_path))).passed
+    # Done: nothing more is asked for.
+    reconcile.request_reconcile(raw)
+    assert not evaluate(instance, raw, rest.cursor, sensor=after).run_requests
+
+
+def test_coverage_is_shown_while_a_reindex_is_under_way():
+    from rag_core.runner import Progress
+    from rag_core.status import describe_coverage
+
+    coverage = {
+        "fingerprint": "new", "pages_current": 3, "pages_other": 1,
+        "other_fingerprints": ["old"], "files": 4,
+    }  # fmt: skip
+    text = describe_coverage(coverage)
+    assert text == (
+        "Index new: 3 of 4 pages; re-index under way, 1 page(s) still under old (not searched)"
+    )
+    counts = dict.fromkeys(("files", "documents", "chunks", "embeddings", "errors"), 0)
+    assert Progress(1.0, counts, 1, text).line().endswith("| " + text)
+    done = describe_coverage(coverage | {"pages_current": 4, "pages_other": 0})
+    assert done == "Index new: 4 of 4 pages"
+
+
+def test_every_setting_that_shapes_chunks_or_vectors_changes_the_fingerprint(tmp_path):
+    """Chunk size, overlap, the context header and small-section merging each make
+    another index; the data folder does not."""
+    base = settings_fingerprint(settings_for(tmp_path / "a"))
+    assert settings_fingerprint(settings_for(tmp_path / "b")) == base
+    for env in (
+        {"CHUNK_SIZE_TOKENS": "128"},
+        {"CHUNK_OVERLAP_TOKENS": "16"},
+        {"CHUNK_CONTEXT_HEADER": "true"},
+        {"CHUNK_MIN_TOKENS": "0"},
+    ):
+        assert settings_fingerprint(settings_for(tmp_path / "a", **env)) != base, env
