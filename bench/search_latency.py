@@ -137,7 +137,8 @@ def write_section(path: Path, rows: list[dict]) -> None:
         "",
         f"{QUESTIONS} queries per row after 3 warm-up queries, k=10, results by page; "
         f"synthetic chunks (random text, random {DIM}-d vectors), query vector random, so the "
-        f"figure is the store's work; {os.cpu_count()} CPUs, "
+        f"figure is the store's work; {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f} at the end (other processes share the CPUs), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Targets: p95 <= 150 ms at "
         "100k chunks, <= 1 s at 1M.",
         "",

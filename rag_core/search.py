@@ -19,6 +19,9 @@ DEFAULT_MODE = "hybrid"
 RRF_K = 60
 # Each list contributes this many candidates to the fusion (more = slower, rarely better).
 FUSION_DEPTH = 50
+# A stale keyword index younger than this is used as is: while ingestion commits batch after
+# batch, searches would otherwise rebuild it (and take the file for writing) again and again.
+FTS_REBUILD_AFTER_S = 10.0
 
 
 class SearchError(RuntimeError):
@@ -185,6 +188,9 @@ def rebuild_fts(settings: Settings, wait_s: float = 1.0) -> None:
     try:
         with store.connect(settings.duckdb_path, timeout_s=wait_s) as con:
             store.load_fts(con)
+            age = store.fts_age_s(con)
+            if age is not None and age < FTS_REBUILD_AFTER_S:
+                return
             if not store.fts_is_current(con):
                 took = store.rebuild_fts_index(con)
                 log.info("keyword index rebuilt in %.2f s", took)

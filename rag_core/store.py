@@ -313,6 +313,16 @@ def fts_is_current(con: duckdb.DuckDBPyConnection) -> bool:
     return row is not None and (int(row[0]), int(row[1])) == chunks_signature(con)
 
 
+def fts_age_s(con: duckdb.DuckDBPyConnection) -> float | None:
+    """Seconds since the keyword index was last built, or None when it never was."""
+    if not table_exists(con, "fts_state") or not fts_index_exists(con):
+        return None
+    row = con.execute(
+        "SELECT epoch(current_timestamp) - epoch(max(built_at)) FROM fts_state"
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
 def fts_index_exists(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether the chunks table has an fts index (its schema exists)."""
     row = con.execute(

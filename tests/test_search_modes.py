@@ -140,7 +140,9 @@ def test_filters_by_url_prefix_and_title(setup):
         assert hits and all(h.title == "Retries" for h in hits), mode
 
 
-def test_keyword_index_is_rebuilt_when_chunks_change(setup):
+def test_keyword_index_is_rebuilt_when_chunks_change(setup, monkeypatch):
+    from rag_core import search as search_module
+
     settings, embedder = setup
     assert not search(settings, "kubernetes", 3, embedder, mode="keyword")
     with store.connect(settings.duckdb_path) as con:
@@ -151,6 +153,11 @@ def test_keyword_index_is_rebuilt_when_chunks_change(setup):
             [("retries-1", item_of("http://t/retries.html"), 1, "Retries",
               "retries on kubernetes", 4, "c")],
         )  # fmt: skip
+    # A stale index younger than FTS_REBUILD_AFTER_S is used as is (no rebuild storm while
+    # ingestion commits batch after batch) ...
+    assert not search(settings, "kubernetes", 3, embedder, mode="keyword")
+    # ... and rebuilt once it is older.
+    monkeypatch.setattr(search_module, "FTS_REBUILD_AFTER_S", 0.0)
     hits = search(settings, "kubernetes", 3, embedder, mode="keyword")
     assert [h.chunk_id for h in hits] == ["retries-1"]
 
