@@ -23,6 +23,7 @@ from pathlib import Path
 from rag_core import embedding, ids, store
 from rag_core.chunking import ModelTokenizer, chunk_document, max_chunk_tokens
 from rag_core.extraction import extract_document
+from rag_core.fingerprint import settings_fingerprint
 from rag_core.items import ItemFileError, item_file_name, read_item_file
 from rag_core.settings import PROJECT_ROOT, load_settings
 from rag_core.status import item_keys_on_disk
@@ -103,6 +104,7 @@ def ingest(settings, model, tokenizer, keys: list[str], times: dict) -> dict:
     times["chunk_s"] = time.monotonic() - t
     t = time.monotonic()
     info = embedding.resolve_model(settings.embedding_model)
+    fingerprint = settings_fingerprint(settings)
     with store.connect(settings.duckdb_path) as con:
         store.ensure_schema(con, info.dimension)
         with store.transaction(con):
@@ -122,11 +124,14 @@ def ingest(settings, model, tokenizer, keys: list[str], times: dict) -> dict:
         vectors = embedding.encode(model, [r[4] for r in group], settings.embedding_batch_size)
         encode_s += time.monotonic() - t
         t = time.monotonic()
-        rows = [(r[0], r[1], info.name, vectors[i].tolist()) for i, r in enumerate(group)]
+        rows = [
+            (r[0], r[1], info.name, fingerprint, vectors[i].tolist()) for i, r in enumerate(group)
+        ]
         with store.connect(settings.duckdb_path) as con, store.transaction(con):
             store.insert_rows(
-                con, "embeddings", ("chunk_id", "item_id", "model", "embedding"), rows
-            )
+                con, "embeddings", ("chunk_id", "item_id", "model", "fingerprint", "embedding"),
+                rows,
+            )  # fmt: skip
         store_s += time.monotonic() - t
         first_stored_at = first_stored_at or time.time()
     times["encode_s"] = encode_s

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 built = {"reused": str(db), **index_counts(db)}
             else:
                 built = build_index(html_dir, base_url, db, options, embedder, exclude, cache)
-            run_settings = dataclasses.replace(settings, duckdb_path=db)
+            run_settings = dataclasses.replace(options.apply(settings), duckdb_path=db)
             results = evaluate(run_settings, questions, embedder=embedder)
             for r in results:
                 row = {

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from rag_core import store
+from rag_core.fingerprint import settings_fingerprint
 from rag_core.search import search
 from rag_core.settings import load_settings
 
@@ -73,9 +74,10 @@ def build(path: Path, n: int) -> dict:
             f"   floor(pow(random(), 3) * {WORDS})::INT), 'string_agg', ' '), 60, md5('c' || i) "
             f"FROM range({n}) t(i)"
         )
+        fingerprint = settings_fingerprint(load_settings())  # what search ranks
         con.execute(
-            "INSERT INTO embeddings (chunk_id, item_id, model, embedding) "
-            f"SELECT 'c' || i, 'p' || (i // 10), '{MODEL}', "
+            "INSERT INTO embeddings (chunk_id, item_id, model, fingerprint, embedding) "
+            f"SELECT 'c' || i, 'p' || (i // 10), '{MODEL}', '{fingerprint}', "
             f"  list_transform(range({DIM}), x -> random() - 0.5)::FLOAT[{DIM}] "
             f"FROM range({n}) t(i)"
         )

@@ -21,6 +21,7 @@ import dagster as dg
 
 from rag_core.ids import item_key
 from rag_core.items import item_file_name
+from resources.duckdb_store import DuckDBStore
 from resources.raw_items import RawItemStore
 from sensors.raw_item_files import build_raw_item_files_sensor
 
@@ -38,7 +39,10 @@ def tick(sensor, instance, raw_dir: Path, cursor: str | None) -> dict:
     context = dg.build_sensor_context(
         instance=instance,
         cursor=cursor,
-        resources={"raw_store": RawItemStore(raw_dir=str(raw_dir))},
+        resources={
+            "raw_store": RawItemStore(raw_dir=str(raw_dir)),
+            "duckdb": DuckDBStore(path=str(raw_dir.parent / "rag.duckdb")),
+        },
     )
     t = time.perf_counter()
     result = sensor(context)

@@ -172,6 +172,21 @@ class ChunkingOptions:
             settings.chunk_min_tokens,
         )
 
+    def apply(self, settings: Settings) -> Settings:
+        """``settings`` with these chunking options: what search needs to rank an index built
+        with them (the index fingerprint covers chunking)."""
+        import dataclasses
+
+        return dataclasses.replace(
+            settings,
+            chunk_size_tokens=self.size_tokens,
+            chunk_overlap_tokens=self.overlap_tokens,
+            chunk_context_header=self.context_header,
+            chunk_min_tokens=(
+                settings.chunk_min_tokens if self.min_tokens is None else self.min_tokens
+            ),
+        )
+
 
 def build_index(
     html_dir: Path,
@@ -192,8 +207,17 @@ def build_index(
     from rag_core.chunking import ModelTokenizer, chunk_document, max_chunk_tokens
     from rag_core.embedding import resolve_model
     from rag_core.extraction import extract_document
+    from rag_core.fingerprint import index_fingerprint
 
     started = time.monotonic()
+    fingerprint = index_fingerprint(
+        embedder.model,
+        embedder.dtype,
+        options.size_tokens,
+        options.overlap_tokens,
+        options.context_header,
+        56 if options.min_tokens is None else options.min_tokens,
+    )
     tokenizer = ModelTokenizer.from_model_dir(resolve_model(embedder.model).path)
     limit = max_chunk_tokens(tokenizer, options.size_tokens)
     docs, chunks = [], []
@@ -263,9 +287,15 @@ def build_index(
         store.insert_rows(
             con,
             "embeddings",
-            ("chunk_id", "item_id", "model", "embedding"),
+            ("chunk_id", "item_id", "model", "fingerprint", "embedding"),
             [
-                (c[0], c[1], embedder.info.name, np.asarray(cache[c[4]], dtype=np.float32).tolist())
+                (
+                    c[0],
+                    c[1],
+                    embedder.info.name,
+                    fingerprint,
+                    np.asarray(cache[c[4]], dtype=np.float32).tolist(),
+                )
                 for c in chunks
             ],
         )

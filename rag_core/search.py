@@ -78,14 +78,14 @@ def search(
     if not settings.duckdb_path.exists():
         raise SearchError(f"{settings.duckdb_path} does not exist yet: run `make run` first")
     query = None
-    # Only vectors of the current index fingerprint are ranked: two fingerprints (another
-    # model, dtype or chunking) are never compared with each other.
-    fingerprint = ""
+    # Only chunks whose vectors carry the current index fingerprint are ranked, in every mode:
+    # two fingerprints (another model, dtype or chunking) are never compared with each other,
+    # and during a re-index search serves the pages already on the current one.
+    fingerprint = settings_fingerprint(settings)
     if mode != "keyword":
         embedder = embedder or embedder_for(settings)
         vectors, _ = embedder.embed([question])
         query = vectors[0].tolist()
-        fingerprint = settings_fingerprint(settings)
     args = (settings, mode, question, query, fingerprint, k, by_page, url_prefix, title)
     rows = _query(*args)
     if rows is None:  # the keyword index is stale: rebuild it if the file is free, then rank
@@ -136,7 +136,7 @@ def _ranked(con, mode, question, query, fingerprint, k, by_page, url_prefix, tit
         if mode != "keyword":
             vec = store.vector_candidates(con, query, fingerprint, depth, url_prefix, title)
         if mode != "vector":
-            kw = _keyword(con, question, depth, url_prefix, title)
+            kw = _keyword(con, question, fingerprint, depth, url_prefix, title)
         if mode == "hybrid":
             scored = fuse([vec, kw])
         else:
@@ -148,10 +148,10 @@ def _ranked(con, mode, question, query, fingerprint, k, by_page, url_prefix, tit
         depth *= 4
 
 
-def _keyword(con, question, depth, url_prefix, title):
+def _keyword(con, question, fingerprint, depth, url_prefix, title):
     if not store.fts_index_exists(con):
         return []
-    return store.keyword_candidates(con, question, depth, url_prefix, title)
+    return store.keyword_candidates(con, question, fingerprint, depth, url_prefix, title)
 
 
 def fuse(lists: list[list[tuple]]) -> list[tuple[tuple, float]]:

@@ -354,12 +354,14 @@ def rebuild_fts_index(con: duckdb.DuckDBPyConnection) -> float:
 def keyword_candidates(
     con: duckdb.DuckDBPyConnection,
     question: str,
+    fingerprint: str,
     limit: int,
     url_prefix: str = "",
     title: str = "",
 ) -> list[tuple]:
-    """Top ``limit`` chunks by BM25 for ``question``: (chunk_id, item_id, title, url, heading,
-    text, content_hash, chunk_index, score)."""
+    """Top ``limit`` chunks by BM25 for ``question`` among those with a vector of index
+    ``fingerprint``: (chunk_id, item_id, title, url, heading, text, content_hash, chunk_index,
+    score)."""
     load_fts(con)
     return con.execute(
         f"""
@@ -369,11 +371,18 @@ def keyword_candidates(
                    {FTS_SCHEMA}.match_bm25(c.chunk_id, $q) AS score
             FROM chunks c JOIN documents d ON d.item_id = c.item_id
             WHERE {_filters_sql()}
+              AND c.chunk_id IN (SELECT chunk_id FROM embeddings WHERE fingerprint = $fingerprint)
         ) WHERE score IS NOT NULL
         ORDER BY score DESC, chunk_id
         LIMIT $limit
         """,
-        {"q": question, "limit": limit, "prefix": url_prefix, "title": title},
+        {
+            "q": question,
+            "limit": limit,
+            "prefix": url_prefix,
+            "title": title,
+            "fingerprint": fingerprint,
+        },
     ).fetchall()
 
 

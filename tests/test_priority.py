@@ -10,6 +10,7 @@ import pytest
 
 from rag_core import priority
 from rag_core.settings import SettingsError
+from resources.duckdb_store import DuckDBStore
 from resources.raw_items import RawItemStore
 from sensors.raw_item_files import build_raw_item_files_sensor
 from tests.helpers import settings_for, write_page
@@ -204,7 +205,11 @@ def test_sensor_puts_the_highest_priority_items_in_the_next_run(tmp_path: Path) 
     sensor = build_raw_item_files_sensor("streaming")
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(
-            instance=instance, resources={"raw_store": RawItemStore(raw_dir=str(raw))}
+            instance=instance,
+            resources={
+                "raw_store": RawItemStore(raw_dir=str(raw)),
+                "duckdb": DuckDBStore(path=str(raw.parent / "rag.duckdb")),
+            },
         )
         result = sensor(context)
         assert len(result.run_requests) == 1
@@ -220,7 +225,10 @@ def test_sensor_puts_the_highest_priority_items_in_the_next_run(tmp_path: Path) 
         context = dg.build_sensor_context(
             instance=instance,
             cursor=result.cursor,
-            resources={"raw_store": RawItemStore(raw_dir=str(raw))},
+            resources={
+                "raw_store": RawItemStore(raw_dir=str(raw)),
+                "duckdb": DuckDBStore(path=str(raw.parent / "rag.duckdb")),
+            },
         )
         second = sensor(context).run_requests[0]
         order = instance.get_dynamic_partitions("items")
@@ -236,7 +244,11 @@ def test_sensor_without_priorities_adds_no_tag(tmp_path: Path) -> None:
         write_page(raw, f"http://site.test/p{i}", f"P{i}", "<p>p</p>")
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(
-            instance=instance, resources={"raw_store": RawItemStore(raw_dir=str(raw))}
+            instance=instance,
+            resources={
+                "raw_store": RawItemStore(raw_dir=str(raw)),
+                "duckdb": DuckDBStore(path=str(raw.parent / "rag.duckdb")),
+            },
         )
         request = build_raw_item_files_sensor("streaming")(context).run_requests[0]
     assert "dagster/priority" not in request.tags

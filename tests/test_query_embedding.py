@@ -16,6 +16,7 @@ import pytest
 
 from rag_core import embedding, store
 from rag_core.embedding_server import health
+from rag_core.fingerprint import settings_fingerprint
 from rag_core.ids import item_key
 from rag_core.numpy_encoder import NumpyBertEncoder
 from rag_core.server_state import ServerState, live_server, read_state, state_path, write_state
@@ -74,8 +75,8 @@ def build_store(settings) -> None:
                                                                       strict=True))],
         )  # fmt: skip
         store.insert_rows(
-            con, "embeddings", ["chunk_id", "item_id", "model", "embedding"],
-            [(f"c{i}", k, embedding.DEFAULT_MODEL, v.tolist())
+            con, "embeddings", ["chunk_id", "item_id", "model", "fingerprint", "embedding"],
+            [(f"c{i}", k, embedding.DEFAULT_MODEL, settings_fingerprint(settings), v.tolist())
              for i, (k, v) in enumerate(zip(keys, vectors, strict=True))],
         )  # fmt: skip
 

@@ -14,6 +14,7 @@ from rag_core.ids import canonical_url, is_legacy_key, item_key, legacy_item_key
 from rag_core.items import CrawledItem, item_file_name, write_item_atomically
 from rag_core.rekey import legacy_keys, rekey_item_files
 from rag_core.status import legacy_warning
+from resources.duckdb_store import DuckDBStore
 from resources.raw_items import RawItemStore
 from sensors.raw_item_files import build_raw_item_files_sensor
 from tests.helpers import page_html, paragraphs, settings_for
@@ -42,7 +43,12 @@ def write_legacy_page(raw, url: str, topic: str) -> str:
 def tick(instance, raw, cursor):
     sensor = build_raw_item_files_sensor("streaming")
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"raw_store": RawItemStore(raw_dir=str(raw))}
+        instance=instance,
+        cursor=cursor,
+        resources={
+            "raw_store": RawItemStore(raw_dir=str(raw)),
+            "duckdb": DuckDBStore(path=str(raw.parent / "rag.duckdb")),
+        },
     )
     return sensor(context)
 

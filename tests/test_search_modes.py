@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from rag_core import store
+from rag_core.fingerprint import settings_fingerprint
 from rag_core.search import SearchError, dedupe, fuse, search
 from tests.helpers import settings_for
 
@@ -18,8 +19,14 @@ MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 # (url, title, [(heading, text), ...]); the vector of a chunk is its topic's axis.
 PAGES = [
-    ("http://t/install.html", "Installing", [("Installing > Linux", "apt install lumen on Debian"),
-                                             ("Installing > Windows", "use the MSI installer")]),
+    (
+        "http://t/install.html",
+        "Installing",
+        [
+            ("Installing > Linux", "apt install lumen on Debian"),
+            ("Installing > Windows", "use the MSI installer"),
+        ],
+    ),
     ("http://t/retries.html", "Retries", [("Retries", "exponential backoff between attempts")]),
     ("http://t/blog/news.html", "News", [("News", "we mention backoff and the MSI in passing")]),
     # The same page under a second URL: stored twice, shown once.
@@ -57,9 +64,10 @@ def item_of(url: str) -> str:
     return url.removeprefix("http://t/") or "root"
 
 
-def make_store(path):
+def make_store(settings):
     embedder = AxisEmbedder()
-    with store.connect(path) as con:
+    fingerprint = settings_fingerprint(settings)
+    with store.connect(settings.duckdb_path) as con:
         store.ensure_schema(con, DIM)
         for url, title, chunks in PAGES:
             item = item_of(url)
@@ -78,8 +86,8 @@ def make_store(path):
                 )  # fmt: skip
                 vec = embedder.embed([text])[0][0].tolist()
                 store.insert_rows(
-                    con, "embeddings", ("chunk_id", "item_id", "model", "embedding"),
-                    [(cid, item, MODEL, vec)],
+                    con, "embeddings", ("chunk_id", "item_id", "model", "fingerprint", "embedding"),
+                    [(cid, item, MODEL, fingerprint, vec)],
                 )  # fmt: skip
     return embedder
 
@@ -87,7 +95,7 @@ def make_store(path):
 @pytest.fixture()
 def setup(tmp_path):
     settings = settings_for(tmp_path)
-    embedder = make_store(settings.duckdb_path)
+    embedder = make_store(settings)
     return settings, embedder
 
 
@@ -153,6 +161,12 @@ def test_keyword_index_is_rebuilt_when_chunks_change(setup, monkeypatch):
             [("retries-1", item_of("http://t/retries.html"), 1, "Retries",
               "retries on kubernetes", 4, "c")],
         )  # fmt: skip
+        vector = embedder.embed(["retries on kubernetes"])[0][0].tolist()
+        store.insert_rows(
+            con, "embeddings", ("chunk_id", "item_id", "model", "fingerprint", "embedding"),
+            [("retries-1", item_of("http://t/retries.html"), MODEL,
+              settings_fingerprint(settings), vector)],
+        )  # fmt: skip
     # A stale index younger than FTS_REBUILD_AFTER_S is used as is (no rebuild storm while
     # ingestion commits batch after batch) ...
     assert not search(settings, "kubernetes", 3, embedder, mode="keyword")
@@ -172,7 +186,7 @@ def test_a_stale_index_never_returns_deleted_chunks(setup):
     with store.connect(settings.duckdb_path, read_only=True) as con:
         store.load_fts(con)
         assert not store.fts_is_current(con)
-        rows = store.keyword_candidates(con, "MSI installer", 5)
+        rows = store.keyword_candidates(con, "MSI installer", settings_fingerprint(settings), 5)
     assert rows and all("MSI installer" not in r[5] for r in rows)
 
 
