@@ -67,11 +67,14 @@ def measure(cmd: list[str], env: dict[str, str], runs: int) -> dict:
 
 def start_server(data_dir: Path, env: dict[str, str]) -> subprocess.Popen:
     from rag_core.server_state import read_state, state_path
+    from rag_core.settings import TOKEN_ENV, new_token
 
+    # As a session starts it: with a fresh token, which rag search reads from the state file.
     server = subprocess.Popen(
         [sys.executable, "-m", "rag_core.embedding_server", "--state-file",
          str(state_path(data_dir))],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**env, TOKEN_ENV: new_token()}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 300
     while read_state(state_path(data_dir)) is None:
