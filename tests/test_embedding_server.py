@@ -211,6 +211,7 @@ def test_a_full_queue_or_too_many_connections_get_503_at_once(server):
     import queue
 
     jobs, connections = server.jobs, server.connections
+    held = 0
     try:
         # Every queue slot taken (the encoder keeps waiting on the real queue meanwhile).
         server.jobs = queue.Queue(maxsize=1)
@@ -222,11 +223,16 @@ def test_a_full_queue_or_too_many_connections_get_503_at_once(server):
             embedding_server._post(url_of(server), TEXTS, MODEL, "float32", 8, TOKEN, timeout=1)
         assert time.monotonic() - started < 10
         server.jobs = jobs
-        # Every connection slot taken: answered without a thread, then closed.
-        server.connections = threading.BoundedSemaphore(1)
-        server.connections.acquire()
+        # Every connection slot taken: answered without a thread, then closed. The slots are
+        # taken from the server's own semaphore, waiting for the connections above to finish
+        # and release theirs (swapping the semaphore raced with those releases).
+        for _ in range(embedding_server.MAX_CONNECTIONS):
+            assert connections.acquire(timeout=10)
+            held += 1
         answer = raw(server, post(good()))
         assert status(answer) == 503
     finally:
-        server.jobs, server.connections = jobs, connections
+        server.jobs = jobs
+        for _ in range(held):
+            connections.release()
     assert embedding_server.health(url_of(server), TOKEN) is not None

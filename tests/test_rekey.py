@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import dagster as dg
+from dagster._core.storage.defs_state.base import set_defs_state_storage
 
 from rag_assets.definitions import build_definitions
 from rag_assets.ingest import chunks, documents, embeddings, raw_items
@@ -61,13 +62,17 @@ def run_request(instance, settings, request) -> None:
     else:
         assert request.job_name == "ingest_items"
         assets = INGEST
-    result = dg.materialize(
-        assets,
-        instance=instance,
-        resources=resources,
-        tags=request.tags,
-        selection=[a.key for a in assets] if request.job_name != "ingest_items" else None,
-    )
+    # Dagster looks up the current instance's definitions-state storage through a context
+    # variable; in a long test session it can be left pointing at an instance another test
+    # already dropped ("undefined DagsterInstance weakref"). Point it at this test's instance.
+    with set_defs_state_storage(instance.defs_state_storage):
+        result = dg.materialize(
+            assets,
+            instance=instance,
+            resources=resources,
+            tags=request.tags,
+            selection=[a.key for a in assets] if request.job_name != "ingest_items" else None,
+        )
     assert result.success
 
 
