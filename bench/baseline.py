@@ -3,7 +3,7 @@
     python -m bench.baseline --start-url URL --json out.json
 
 It uses the platform's own code (the ``python -m crawler`` subprocess, ``extract_document``,
-``rag_core.chunking``, ``rag_core.embedding``, ``rag_core.store``) and the same settings
+``rag_core.chunking``, ``rag_core.embedders``, ``rag_core.store``) and the same settings
 (``DATA_DIR``, ``DUCKDB_PATH``, ``CRAWL_CONCURRENCY``, ``EMBEDDING_*``, ``CHUNK_*``), so it
 stores the same rows as the platform. It does what a careful plain script does: the model
 loads while the crawl subprocess runs, then every page is ingested after the crawl, and
@@ -20,8 +20,9 @@ import threading
 import time
 from pathlib import Path
 
-from rag_core import embedding, ids, store
+from rag_core import ids, store
 from rag_core.chunking import ModelTokenizer, chunk_document, max_chunk_tokens
+from rag_core.embedders import sentence_transformers as embedding
 from rag_core.extraction import extract_document
 from rag_core.fingerprint import settings_fingerprint
 from rag_core.items import ItemFileError, item_file_name, read_item_file

@@ -3,7 +3,8 @@
     python -m bench.encode_only --db rag.duckdb --dtype float32 --json out.json
 
 Reads every chunk of a platform run's DuckDB (read-only), loads the model in ``--dtype``
-(the load is timed apart), encodes all chunks in one ``rag_core.embedding.encode`` call
+(the load is timed apart), encodes all chunks in one ``encode`` call (rag_core.embedders.
+sentence_transformers)
 with the platform's batch size, and ranks the chunks for ``QUESTIONS`` by cosine
 similarity. With float32 it also compares its vectors with the stored ones.
 """
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rag_core import embedding, store
+from rag_core import store
+from rag_core.embedders import sentence_transformers as embedding
 from rag_core.settings import load_settings
 
 # Fixed questions on the synthetic site's topics (demo_site/synthetic.py), for P8.

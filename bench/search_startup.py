@@ -30,9 +30,9 @@ OLD_PATH = (
     "import sys\n"
     "from rag_core.search import search\n"
     "from rag_core.settings import load_settings\n"
-    "from resources.embedder import SentenceTransformerEmbedder\n"
+    "from resources.embedder import EmbedderResource\n"
     "s = load_settings()\n"
-    "hits = search(s, sys.argv[1], 5, SentenceTransformerEmbedder.from_settings(s))\n"
+    "hits = search(s, sys.argv[1], 5, EmbedderResource.from_settings(s).get_embedder())\n"
     "print(len(hits))\n"
 )
 

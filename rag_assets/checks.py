@@ -4,7 +4,7 @@ import dagster as dg
 
 from rag_assets.ingest import embeddings
 from resources.duckdb_store import DuckDBStore
-from resources.embedder import SentenceTransformerEmbedder
+from resources.embedder import EmbedderResource
 
 
 def _has_embeddings(duckdb: DuckDBStore) -> bool:
@@ -40,10 +40,10 @@ def every_chunk_embedded(duckdb: DuckDBStore) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=embeddings, description="Every vector has the model's dimension.")
 def embedding_dimension_matches_model(
-    duckdb: DuckDBStore, embedder: SentenceTransformerEmbedder
+    duckdb: DuckDBStore, embedder: EmbedderResource
 ) -> dg.AssetCheckResult:
     """Fails when a stored vector's width differs from the configured model's dimension."""
-    expected = embedder.info.dimension
+    expected = embedder.get_embedder().dimension
     if not _has_embeddings(duckdb):
         return dg.AssetCheckResult(passed=False, metadata={"reason": "no embeddings table yet"})
     rows = duckdb.query("SELECT len(embedding), model, count(*) FROM embeddings GROUP BY ALL")

@@ -17,7 +17,7 @@ from rag_core.redact import mask_secrets
 from rag_core.settings import Settings, load_settings
 from resources.chunker import TokenChunker
 from resources.duckdb_store import DuckDBStore
-from resources.embedder import SentenceTransformerEmbedder
+from resources.embedder import EmbedderResource
 from resources.graph_sink import Neo4jGraphSink
 from resources.raw_items import RawItemStore
 from resources.scrapy_crawler import ScrapyCrawler
@@ -27,17 +27,19 @@ from sensors.raw_item_files import build_raw_item_files_sensor
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """The resources of every asset, configured from the validated settings."""
+    embedder = EmbedderResource.from_settings(settings)
     return {
         "raw_store": RawItemStore(raw_dir=str(settings.raw_dir)),
         "duckdb": DuckDBStore(path=str(settings.duckdb_path)),
+        # The chunker counts tokens with the embedder's own tokenizer.
         "chunker": TokenChunker(
-            model=settings.embedding_model,
+            embedder=embedder,
             chunk_size_tokens=settings.chunk_size_tokens,
             chunk_overlap_tokens=settings.chunk_overlap_tokens,
             context_header=settings.chunk_context_header,
             min_tokens=settings.chunk_min_tokens,
         ),
-        "embedder": SentenceTransformerEmbedder.from_settings(settings),
+        "embedder": embedder,
         "crawler": ScrapyCrawler(
             raw_dir=str(settings.raw_dir),
             state_dir=str(settings.crawl_state_dir),

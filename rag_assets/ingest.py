@@ -21,12 +21,13 @@ from rag_assets.crawl import crawled_pages
 from rag_assets.partitions import ITEMS_PARTITIONS_NAME, items_partitions
 from rag_core import ids, store
 from rag_core.batches import MANIFEST_TAG, read_manifest
+from rag_core.embedders import Embedder
 from rag_core.extraction import extract_document
 from rag_core.fingerprint import index_fingerprint
 from rag_core.items import ItemFileError
 from resources.chunker import TokenChunker
 from resources.duckdb_store import DuckDBStore
-from resources.embedder import SentenceTransformerEmbedder
+from resources.embedder import EmbedderResource
 from resources.raw_items import RawItemStore
 
 # single_run backfill policy is the documented way to micro-batch (DESIGN.md), still "beta".
@@ -296,25 +297,30 @@ def chunks(
                 round(sum(tokens) / len(tokens), 1) if tokens else 0.0
             ),
             "largest_chunk_tokens": dg.MetadataValue.int(max(tokens, default=0)),
-            "tokenizer": chunker.model,
+            "tokenizer": chunker.embedder.get_embedder().name,
             "preview": dg.MetadataValue.md(rows[0][4][:PREVIEW_CHARS] if rows else "(none)"),
         }
     )
 
 
 def _store_vectors(
-    duckdb: DuckDBStore, group: list[tuple], vectors: dict, cached: dict, info, fingerprint: str
+    duckdb: DuckDBStore,
+    group: list[tuple],
+    vectors: dict,
+    cached: dict,
+    model: Embedder,
+    fingerprint: str,
 ) -> None:
     """Publish the group's items: their staged document and chunks with these vectors
     (computed or reused), all in one transaction."""
     out = [
         (
-            r[0], r[1], info.name, fingerprint,
+            r[0], r[1], model.name, fingerprint,
             vectors[r[0]] if r[0] in vectors else list(cached[r[0]]),
         )
         for r in group
     ]  # fmt: skip
-    dim = len(out[0][4]) if out else info.dimension
+    dim = len(out[0][4]) if out else model.dimension
     duckdb.publish(sorted({r[1] for r in group}), DOC_COLUMNS, CHUNK_COLUMNS, out, dim)
 
 
@@ -384,18 +390,17 @@ def _groups_of_whole_items(rows: list[tuple], first: int, size: int) -> list[lis
 @_item_asset(kinds={"pytorch", "duckdb"}, deps=[chunks])
 def embeddings(
     context: dg.AssetExecutionContext,
-    embedder: SentenceTransformerEmbedder,
+    embedder: EmbedderResource,
     duckdb: DuckDBStore,
     raw_store: RawItemStore,
     chunker: TokenChunker,
 ) -> dg.MaterializeResult:
-    """Normalised sentence-transformers vectors, one per chunk, batched across the run's items."""
+    """Normalised vectors of the configured embedder, one per chunk, batched across items."""
     started = time.monotonic()
     keys = batch_keys(context, raw_store)
-    info = embedder.info
+    model = embedder.get_embedder()
     fingerprint = index_fingerprint(
-        embedder.model,
-        embedder.dtype,
+        model,
         chunker.chunk_size_tokens,
         chunker.chunk_overlap_tokens,
         chunker.context_header,
@@ -429,7 +434,7 @@ def embeddings(
 
     def encode(todo: list[tuple]) -> tuple:
         started_at = time.monotonic()
-        matrix, computed = embedder.embed([r[2] for r in todo]) if todo else (None, "")
+        matrix, computed = model.embed([r[2] for r in todo]) if todo else (None, "")
         return matrix, computed, time.monotonic() - started_at
 
     # One worker encodes group N+1 while this thread commits group N: the model never
@@ -441,7 +446,7 @@ def embeddings(
             where = computed or where
             encode_s += seconds
             vectors = {r[0]: matrix[i].tolist() for i, r in enumerate(todo)} if todo else {}
-            _store_vectors(duckdb, group, vectors, cached, info, fingerprint)
+            _store_vectors(duckdb, group, vectors, cached, model, fingerprint)
             embedded += len(todo)
             reused += len(group) - len(todo)
             first_stored_at = first_stored_at or time.time()
@@ -450,17 +455,16 @@ def embeddings(
     published = sorted({r[1] for r in rows})
     duckdb.set_files_state(published, "stored", fingerprint)
     duckdb.set_files_state(sorted(set(keys) - set(published)), "error", fingerprint)
-    _observe_items(context, duckdb, keys, info.name)
+    _observe_items(context, duckdb, keys, model.name)
     return dg.MaterializeResult(
         metadata={
             "items": dg.MetadataValue.int(len(keys)),
             "embeddings": dg.MetadataValue.int(len(rows)),
             "embedded": dg.MetadataValue.int(embedded),
             "reused": dg.MetadataValue.int(reused),
-            "model": info.name,
+            **model.describe(),
             "index_fingerprint": fingerprint,
-            "dtype": embedder.dtype,
-            "dimension": dg.MetadataValue.int(info.dimension or 0),
+            "dimension": dg.MetadataValue.int(model.dimension),
             "computed": where or "nothing to embed",
             "encode_s": dg.MetadataValue.float(round(encode_s, 3)),
             "chunks_per_s": dg.MetadataValue.float(

@@ -30,7 +30,12 @@ _TINY_DIVISOR = 4
 
 
 class TokenCounter(Protocol):
-    """What chunking needs from a tokenizer: counts and token character offsets."""
+    """What chunking needs from a tokenizer: counts and token character offsets, and how
+    many tokens the model reads (``max_seq_length``, special tokens included). The embedder
+    provides it (rag_core.embedders.base.Embedder.tokenizer)."""
+
+    max_seq_length: int
+    special_tokens: int
 
     def count(self, text: str) -> int:
         """Number of tokens in ``text`` without special tokens."""
@@ -87,7 +92,7 @@ class Chunk:
     token_count: int
 
 
-def max_chunk_tokens(tokenizer: ModelTokenizer, requested: int) -> int:
+def max_chunk_tokens(tokenizer: TokenCounter, requested: int) -> int:
     """The largest chunk size the model sees whole: ``requested`` capped by its sequence length."""
     return min(requested, tokenizer.max_seq_length - tokenizer.special_tokens)
 

@@ -1,9 +1,10 @@
 """A warm embedding model shared by all ingestion runs: one long-lived process, local HTTP.
 
 Every Dagster run is a new process; loading torch and the model costs ~7 s per run
-(DESIGN.md). ``rag run`` (and ``make dev``) start this server once, and the
-embedder resource sends it batches of texts. Vectors are identical to in-process
-encoding: the same model, dtype and code path (``embedding.encode``).
+(docs/architecture.md). ``rag run`` (and ``make dev``) start this server once, and the
+embedder resource sends it batches of texts (rag_core.embedders.server_client). Vectors are
+identical to in-process encoding: the server encodes with the same Embedder (provider,
+model, dtype) that a run would load itself.
 
 Any local process can reach a port on 127.0.0.1, so the server refuses abuse: every request
 needs the session's random token (``Authorization: Bearer``); bodies, text counts and text
@@ -22,27 +23,20 @@ import os
 import queue
 import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
 
-from rag_core import embedding
+from rag_core.embedders import PROVIDERS, Embedder, create_embedder
+from rag_core.embedders.sentence_transformers import DEFAULT_MODEL
+from rag_core.embedders.server_client import MAX_BODY_BYTES, MAX_TEXTS
 from rag_core.settings import TOKEN_ENV, secret
 
 log = logging.getLogger(__name__)
 
 
-class EmbeddingServerError(RuntimeError):
-    """The server could not be reached or refused the request."""
-
-
-# Limits. A chunk is ~224 tokens (~1-2 KB); the client splits larger inputs to fit.
-MAX_BODY_BYTES = 8 * 1024 * 1024
-MAX_TEXTS = 256
+# Limits (MAX_BODY_BYTES and MAX_TEXTS are shared with the client, which splits to fit).
 MAX_TEXT_CHARS = 100_000
 MAX_BATCH_SIZE = 1024
 MAX_CONNECTIONS = 32  # handled at once; more are answered 503 at once
@@ -216,16 +210,15 @@ class _EmbeddingHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64  # listen backlog
 
-    def __init__(
-        self, address: tuple[str, int], model_name: str, dtype: str, threads: int, token: str
-    ):
+    def __init__(self, address: tuple[str, int], embedder: Embedder, token: str):
         if not token:
             raise ValueError(f"the embedding server needs a token ({TOKEN_ENV})")
         super().__init__(address, _Handler)
         self.token = token
-        self.model_name = embedding.resolve_model(model_name).name
-        self.dtype = dtype
-        self.model = embedding.load_model(model_name, dtype, threads)
+        self.embedder = embedder
+        self.model_name = embedder.name
+        self.dtype = embedder.dtype
+        embedder.warm()
         self.encoded = 0
         self.connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
         # One encode at a time (torch already uses every core for one batch), in arrival
@@ -237,7 +230,7 @@ class _EmbeddingHTTPServer(ThreadingHTTPServer):
         while True:
             job = self.jobs.get()
             try:
-                job.vectors = embedding.encode(self.model, job.texts, job.batch_size)
+                job.vectors = self.embedder.encode(job.texts, job.batch_size)
                 self.encoded += len(job.texts)
             except Exception as exc:  # noqa: BLE001 - reported to the client, server goes on
                 log.exception("encoding failed")
@@ -279,90 +272,23 @@ class _EmbeddingHTTPServer(ThreadingHTTPServer):
         return {
             "model": self.model_name,
             "dtype": self.dtype,
-            "dimension": embedding.model_dimension(self.model),
+            "dimension": self.embedder.dimension,
             "encoded": self.encoded,
         }
 
 
 def serve(
-    host: str, port: int, model_name: str, dtype: str, threads: int, token: str
+    host: str,
+    port: int,
+    model_name: str,
+    dtype: str,
+    threads: int,
+    token: str,
+    provider: str = "sentence-transformers",
 ) -> _EmbeddingHTTPServer:
     """Load the model and bind the server (call ``serve_forever`` on the result)."""
-    return _EmbeddingHTTPServer((host, port), model_name, dtype, threads, token)
-
-
-def _headers(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def health(url: str, token: str, timeout: float = 2.0) -> dict | None:
-    """The server's description, or None when nothing (willing) answers at ``url``."""
-    request = urllib.request.Request(f"{url.rstrip('/')}/health", headers=_headers(token))
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
-    except (OSError, ValueError):
-        return None
-
-
-def _slices(texts: list[str]) -> list[list[str]]:
-    """``texts`` split into requests within the server's limits on count and body size."""
-    budget = MAX_BODY_BYTES // 2  # JSON escaping can double a text's bytes
-    slices: list[list[str]] = [[]]
-    size = 0
-    for text in texts:
-        cost = len(text.encode("utf-8", "replace")) * 2 + 8
-        if slices[-1] and (len(slices[-1]) >= MAX_TEXTS or size + cost > budget):
-            slices.append([])
-            size = 0
-        slices[-1].append(text)
-        size += cost
-    return slices
-
-
-def remote_encode(
-    url: str,
-    texts: list[str],
-    model: str,
-    dtype: str,
-    batch_size: int,
-    token: str,
-    timeout: float = 600.0,
-) -> np.ndarray:
-    """Embed ``texts`` on the server at ``url``; raise EmbeddingServerError if it cannot."""
-    parts = [
-        _post(url, chunk, model, dtype, batch_size, token, timeout) for chunk in _slices(texts)
-    ]
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]
-
-
-def _post(url, texts, model, dtype, batch_size, token, timeout) -> np.ndarray:
-    body = json.dumps(
-        {"texts": texts, "model": model, "dtype": dtype, "batch_size": batch_size}
-    ).encode()
-    deadline = time.monotonic() + timeout
-    delay = 0.2
-    while True:
-        request = urllib.request.Request(
-            f"{url.rstrip('/')}/embed",
-            data=body,
-            headers={"Content-Type": "application/json", **_headers(token)},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                rows, dim = (int(n) for n in response.headers["X-Embedding-Shape"].split(","))
-                data = response.read()
-            return np.frombuffer(data, dtype="<f4").reshape(rows, dim).astype(np.float32)
-        except urllib.error.HTTPError as exc:
-            if exc.code == 503 and time.monotonic() + delay < deadline:
-                time.sleep(delay)  # busy: wait for its turn
-                delay = min(delay * 2, 5.0)
-                continue
-            raise EmbeddingServerError(
-                f"embedding server at {url} refused ({exc.code}): {exc.read()[:300]!r}"
-            ) from exc
-        except OSError as exc:
-            raise EmbeddingServerError(f"embedding server at {url} unreachable: {exc}") from exc
+    embedder = create_embedder(provider, model_name, dtype, threads)
+    return _EmbeddingHTTPServer((host, port), embedder, token)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--model", default=embedding.DEFAULT_MODEL)
+    parser.add_argument("--provider", default="sentence-transformers", choices=PROVIDERS)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument(
@@ -384,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     token = secret(TOKEN_ENV)
     if not token:
         parser.error(f"set {TOKEN_ENV} to the token clients must send (rag run makes one)")
-    server = serve(args.host, args.port, args.model, args.dtype, args.threads, token)
+    server = serve(
+        args.host, args.port, args.model, args.dtype, args.threads, token, args.provider
+    )
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     url = f"http://{args.host}:{server.server_address[1]}"
     state = None

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from rag_core.embedders import Embedder
 from rag_core.search import MODES, search
 from rag_core.settings import Settings
 
@@ -110,7 +111,8 @@ def score(ranks: list[int | None]) -> tuple[float, float, float]:
 
 
 def evaluate(
-    settings: Settings, questions: list[Question], modes: tuple[str, ...] = MODES, embedder=None
+    settings: Settings, questions: list[Question], modes: tuple[str, ...] = MODES,
+    embedder: Embedder | None = None,
 ) -> list[ModeResult]:
     """Run every question through every mode against the store in ``settings``."""
     if any(m not in MODES for m in modes):
@@ -193,7 +195,7 @@ def build_index(
     base_url: str,
     db_path: Path,
     options: ChunkingOptions,
-    embedder,
+    embedder: Embedder,
     exclude: tuple[str, ...] = (),
     vector_cache: dict | None = None,
 ) -> dict:
@@ -204,21 +206,19 @@ def build_index(
     import numpy as np
 
     from rag_core import ids, store
-    from rag_core.chunking import ModelTokenizer, chunk_document, max_chunk_tokens
-    from rag_core.embedding import resolve_model
+    from rag_core.chunking import chunk_document, max_chunk_tokens
     from rag_core.extraction import extract_document
     from rag_core.fingerprint import index_fingerprint
 
     started = time.monotonic()
     fingerprint = index_fingerprint(
-        embedder.model,
-        embedder.dtype,
+        embedder,
         options.size_tokens,
         options.overlap_tokens,
         options.context_header,
         56 if options.min_tokens is None else options.min_tokens,
     )
-    tokenizer = ModelTokenizer.from_model_dir(resolve_model(embedder.model).path)
+    tokenizer = embedder.tokenizer
     limit = max_chunk_tokens(tokenizer, options.size_tokens)
     docs, chunks = [], []
     for path in sorted(Path(html_dir).rglob("*.html")):
@@ -258,7 +258,7 @@ def build_index(
         vectors, _ = embedder.embed(todo)
         cache.update(zip(todo, vectors, strict=True))
     embedded_s = time.monotonic() - started - chunked_s
-    dim = embedder.info.dimension
+    dim = embedder.dimension
     db_path = Path(db_path)
     for leftover in (db_path, db_path.with_name(db_path.name + ".wal")):
         leftover.unlink(missing_ok=True)
@@ -292,7 +292,7 @@ def build_index(
                 (
                     c[0],
                     c[1],
-                    embedder.info.name,
+                    embedder.name,
                     fingerprint,
                     np.asarray(cache[c[4]], dtype=np.float32).tolist(),
                 )

@@ -173,10 +173,10 @@ class PlatformCollector(Collector):
         self.model = self._model_name()
 
     def _model_name(self) -> str:
-        from rag_core.embedding import resolve_model
+        from rag_core.embedders import embedder_from_settings
 
         try:
-            return resolve_model(self.settings.embedding_model).name
+            return embedder_from_settings(self.settings, server_url="", token="").name
         except Exception:  # a missing model fails the runs that need it, not the metrics
             return self.settings.embedding_model
 

@@ -219,6 +219,7 @@ def start_embedding_server(settings: Settings, services: Services, token: str) -
         "embedding-server",
         [
             sys.executable, "-m", "rag_core.embedding_server", "--port", str(port),
+            "--provider", settings.embedding_provider,
             "--model", settings.embedding_model, "--dtype", settings.embedding_dtype,
             "--threads", str(settings.torch_num_threads),
             # rag search finds the warm model through this file (rag_core.server_state).
@@ -233,7 +234,7 @@ def wait_for_embedding_server(
     url: str, services: Services, token: str, timeout_s: float = 180
 ) -> dict:
     """Block until the server has loaded its model and answers."""
-    from rag_core.embedding_server import health
+    from rag_core.embedders.server_client import health
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -7,6 +7,7 @@ import logging
 from dataclasses import asdict, dataclass
 
 from rag_core import store
+from rag_core.embedders import Embedder
 from rag_core.fingerprint import settings_fingerprint
 from rag_core.settings import Settings
 
@@ -49,19 +50,31 @@ class Hit:
         return asdict(self)
 
 
-def embedder_for(settings: Settings):
-    """The question's embedder: a running warm server of the same model and dtype (no torch
-    in this process), else the model loaded here (rag_core.query_embedding)."""
-    from rag_core.query_embedding import query_embedder
+def embedder_for(settings: Settings) -> Embedder:
+    """The question's embedder: a warm server of the same model and dtype (EMBEDDING_SERVER_URL,
+    or the one a running ``rag run`` / ``rag dev`` announced in ``<DATA_DIR>/embedding-server.
+    json``: one HTTP request, no torch in this process), else the model loaded here by its
+    fastest path (rag_core.embedders.sentence_transformers: numpy for MiniLM)."""
+    from rag_core.embedders import embedder_from_settings
+    from rag_core.server_state import live_server, state_path
+    from rag_core.settings import TOKEN_ENV, secret
 
-    return query_embedder(settings)
+    # A server named in the settings takes the session's token from the environment; one
+    # found through its state file (mode 0600, this user's only) carries its own.
+    url, token = settings.embedding_server_url, secret(TOKEN_ENV)
+    local = embedder_from_settings(settings, server_url="", for_queries=True)
+    if not url:
+        state = live_server(state_path(settings.data_dir), local.name, settings.embedding_dtype)
+        if state is not None:
+            url, token = state.url, state.token
+    return embedder_from_settings(settings, server_url=url, token=token, for_queries=True)
 
 
 def search(
     settings: Settings,
     question: str,
     k: int = 5,
-    embedder=None,
+    embedder: Embedder | None = None,
     mode: str = DEFAULT_MODE,
     by_page: bool = False,
     url_prefix: str = "",

@@ -359,8 +359,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "EMBEDDING_PROVIDER",
         "sentence-transformers",
-        _choice("sentence-transformers"),
-        "embedding backend",
+        _choice("sentence-transformers", "fake"),
+        "embedding backend: sentence-transformers (the local model, or the warm server's "
+        "client when EMBEDDING_SERVER_URL is set), or fake (deterministic hash-based vectors "
+        "without a model, for tests and development only: never for a real index)",
         "embedding",
     ),
     Variable(

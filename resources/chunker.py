@@ -2,31 +2,25 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import dagster as dg
 
-from rag_core import embedding
-from rag_core.chunking import Chunk, ModelTokenizer, chunk_document, max_chunk_tokens
-
-
-@lru_cache(maxsize=4)
-def _tokenizer(model_path: str) -> ModelTokenizer:
-    return ModelTokenizer.from_model_dir(model_path)
+from rag_core.chunking import Chunk, TokenCounter, chunk_document, max_chunk_tokens
+from resources.embedder import EmbedderResource
 
 
 class TokenChunker(dg.ConfigurableResource):
-    """Splits documents into chunks that never exceed the model's max_seq_length."""
+    """Splits documents into chunks that never exceed the model's max_seq_length, counting
+    tokens with the embedder's tokenizer."""
 
-    model: str = embedding.DEFAULT_MODEL
+    embedder: EmbedderResource
     chunk_size_tokens: int = 224
     chunk_overlap_tokens: int = 32
     context_header: bool = False
     min_tokens: int = 56
 
     @property
-    def tokenizer(self) -> ModelTokenizer:
-        return _tokenizer(embedding.resolve_model(self.model).path)
+    def tokenizer(self) -> TokenCounter:
+        return self.embedder.get_embedder().tokenizer
 
     @property
     def max_tokens(self) -> int:
@@ -35,10 +29,11 @@ class TokenChunker(dg.ConfigurableResource):
 
     def chunk(self, text: str, title: str = "") -> list[Chunk]:
         """Chunks of ``text`` in reading order."""
+        tokenizer = self.tokenizer
         return chunk_document(
             text,
-            self.tokenizer,
-            self.max_tokens,
+            tokenizer,
+            max_chunk_tokens(tokenizer, self.chunk_size_tokens),
             self.chunk_overlap_tokens,
             title,
             context_header=self.context_header,

@@ -1,29 +1,20 @@
-"""Embedding resource: sentence-transformers, in-process or through the warm embedding server."""
+"""Embedding resource: hands out the Embedder that EMBEDDING_PROVIDER selects (rag_core.embedders),
+behind the warm embedding server's client when ``server_url`` is set."""
 
 from __future__ import annotations
 
-import logging
-import time
-from typing import Any
-
 import dagster as dg
-import numpy as np
 
-from rag_core import embedding
-from rag_core.embedding_server import EmbeddingServerError, remote_encode
+from rag_core.embedders import DEFAULT_MODEL, Embedder, create_embedder
 from rag_core.settings import TOKEN_ENV, secret
 
-log = logging.getLogger(__name__)
 
-# One loaded model per process and configuration: a run embeds all its items with it.
-_LOADED: dict[tuple[str, str, int], Any] = {}
-
-
-class SentenceTransformerEmbedder(dg.ConfigurableResource):
-    """The embedding model; uses the warm server at ``server_url`` when one answers."""
+class EmbedderResource(dg.ConfigurableResource):
+    """The embedding model of the assets and checks: ``provider`` picks the implementation
+    (sentence-transformers or fake), ``server_url`` a warm server to use when it answers."""
 
     provider: str = "sentence-transformers"
-    model: str = embedding.DEFAULT_MODEL
+    model: str = DEFAULT_MODEL
     dtype: str = "float32"
     batch_size: int = 64
     torch_threads: int = 0
@@ -32,8 +23,8 @@ class SentenceTransformerEmbedder(dg.ConfigurableResource):
     slowdown_ms: int = 0
 
     @classmethod
-    def from_settings(cls, settings) -> SentenceTransformerEmbedder:
-        """The embedder the settings describe (assets, the search command and tests share it)."""
+    def from_settings(cls, settings) -> EmbedderResource:
+        """The embedder the settings describe (assets, checks and tests share it)."""
         return cls(
             provider=settings.embedding_provider,
             model=settings.embedding_model,
@@ -44,36 +35,18 @@ class SentenceTransformerEmbedder(dg.ConfigurableResource):
             slowdown_ms=settings.embedding_slowdown_ms,
         )
 
-    @property
-    def info(self) -> embedding.ModelInfo:
-        """Path, max_seq_length and dimension, read from the model folder without torch."""
-        return embedding.resolve_model(self.model)
-
-    def _local_model(self) -> Any:
-        key = (self.model, self.dtype, self.torch_threads)
-        if key not in _LOADED:
-            _LOADED[key] = embedding.load_model(self.model, self.dtype, self.torch_threads)
-        return _LOADED[key]
-
-    def embed(self, texts: list[str]) -> tuple[np.ndarray, str]:
-        """Normalised float32 vectors for ``texts`` and where they were computed."""
-        if self.slowdown_ms:
-            time.sleep(self.slowdown_ms * len(texts) / 1000)
-        if self.server_url:
-            try:
-                vectors = remote_encode(
-                    self.server_url,
-                    texts,
-                    self.info.name,
-                    self.dtype,
-                    self.batch_size,
-                    # Read when used, from the run's environment: a token in the resource's
-                    # config would be shown in the Dagster UI.
-                    secret(TOKEN_ENV),
-                )
-                return vectors, f"server {self.server_url}"
-            except EmbeddingServerError as exc:
-                # The server is an accelerator, not a dependency: fall back to loading here.
-                log.warning("%s; loading the model in this process instead", exc)
-        vectors = embedding.encode(self._local_model(), texts, self.batch_size)
-        return vectors, "in-process"
+    def get_embedder(self) -> Embedder:
+        """The configured Embedder (cheap: a local model loads on its first encode, once per
+        process)."""
+        return create_embedder(
+            self.provider,
+            self.model,
+            self.dtype,
+            self.torch_threads,
+            self.batch_size,
+            self.slowdown_ms,
+            self.server_url,
+            # Read when used, from the run's environment: a token in the resource's config
+            # would be shown in the Dagster UI.
+            secret(TOKEN_ENV) if self.server_url else "",
+        )

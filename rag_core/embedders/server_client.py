@@ -1,106 +1,166 @@
-"""The embedder ``rag search`` uses for its one question: the cheapest that gives the same vector.
+"""The warm embedding server's client: an Embedder that sends texts to the server
+(rag_core.embedding_server) and falls back to its local twin when the server is gone.
 
-1. A warm embedding server of the same model and dtype (``EMBEDDING_SERVER_URL``, or the one a
-   running ``rag run`` / ``rag dev`` announced in ``<DATA_DIR>/embedding-server.json``): one
-   HTTP request, no torch in this process.
-2. Otherwise the model is loaded here, by the shortest path: a float32 BERT model with mean
-   pooling (the default MiniLM) runs in numpy from its safetensors weights
-   (``rag_core.numpy_encoder``: no torch, ~0.3 s); any other model or dtype loads with torch
-   and sentence-transformers, as the ingestion does.
-
-Both give the vectors the ingestion stored (same model, dtype and ``embedding.encode``).
+The server is an accelerator, not a dependency: every Dagster run is a new process, and
+loading torch and the model costs ~7 s per run, so ``rag run`` starts one server and runs
+send it their batches. Its vectors are those of the local embedder (same provider, model,
+dtype and code path), so the client reports the local embedder's name, dimension, tokenizer
+and identity, and uses it when the server cannot answer.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+import time
+import urllib.error
+import urllib.request
 
-from rag_core import embedding
-from rag_core.settings import TOKEN_ENV, secret
+import numpy as np
 
-if TYPE_CHECKING:
-    import numpy as np
-
-    from rag_core.settings import Settings
+from rag_core.embedders.base import Embedder, EmbedderError
 
 log = logging.getLogger(__name__)
 
+# The server's limits on one request (it answers 400/413 beyond them); the client splits
+# larger inputs to fit. A chunk is ~224 tokens (~1-2 KB).
+MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_TEXTS = 256
 
-class QueryEmbedder:
-    """Embeds questions: through a warm server when one is given, else with a local model."""
 
-    def __init__(self, model: str, dtype: str, threads: int = 0, server_url: str = "",
-                 token: str = ""):  # fmt: skip
-        self.model = model
-        self.dtype = dtype
-        self.threads = threads
-        self.server_url = server_url
+class EmbeddingServerError(EmbedderError):
+    """The server could not be reached or refused the request."""
+
+
+class ServerClientEmbedder(Embedder):
+    """Embeds through the warm server at ``url``; ``fallback`` when it cannot answer.
+
+    ``keep_trying``: ask the server again on the next call after a failure (ingestion, where
+    a failed connect costs little); otherwise stay with the fallback (search: once gone, the
+    server of a finished session does not come back).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        fallback: Embedder,
+        timeout: float = 600.0,
+        keep_trying: bool = True,
+    ):
+        self.url = url
         self.token = token
-        self._local: Any = None
+        self.fallback = fallback
+        self.timeout = timeout
+        self.keep_trying = keep_trying
+        self.provider = fallback.provider  # type: ignore[misc] - per instance: the twin's
+        self.dtype = fallback.dtype
+        self.batch_size = fallback.batch_size
+        self.slowdown_ms = fallback.slowdown_ms
+        fallback.slowdown_ms = 0  # applied once, by this embedder's ``embed``
 
     @property
-    def info(self) -> embedding.ModelInfo:
-        """Name, path and dimension of the model, read from its folder (no torch)."""
-        return embedding.resolve_model(self.model)
+    def name(self) -> str:
+        return self.fallback.name
 
-    def embed(self, texts: list[str]) -> tuple[np.ndarray, str]:
-        """Normalised float32 vectors for ``texts`` and where they were computed."""
-        if self.server_url:
-            from rag_core.embedding_server import EmbeddingServerError, remote_encode
+    @property
+    def dimension(self) -> int:
+        return self.fallback.dimension
 
+    @property
+    def tokenizer(self):
+        return self.fallback.tokenizer
+
+    def identity(self) -> dict[str, str]:
+        return self.fallback.identity()
+
+    def _embed(self, texts: list[str]) -> tuple[np.ndarray, str]:
+        if self.url:
             try:
                 vectors = remote_encode(
-                    self.server_url,
-                    texts,
-                    self.info.name,
-                    self.dtype,
-                    batch_size=32,
-                    token=self.token,
-                    timeout=60,
-                )
-                return vectors, f"server {self.server_url}"
+                    self.url, texts, self.name, self.dtype, self.batch_size, self.token,
+                    self.timeout,
+                )  # fmt: skip
+                return vectors, f"server {self.url}"
             except EmbeddingServerError as exc:
-                # The server went away between discovery and use: answer anyway, slower.
                 log.warning("%s; loading the model in this process instead", exc)
-                self.server_url = ""
-        if self._local is None:
-            self._local = self._load_local()
-        return self._local(texts)
+                if not self.keep_trying:
+                    self.url = ""
+        return self.fallback._embed(texts)
 
-    def _load_local(self) -> Callable[[list[str]], tuple[np.ndarray, str]]:
-        if self.dtype == "float32":
-            from pathlib import Path
-
-            from rag_core.numpy_encoder import NumpyBertEncoder, Unsupported
-
-            info = self.info
-            try:
-                encoder = NumpyBertEncoder(Path(info.path), info.max_seq_length)
-                return lambda texts: (encoder.encode(texts), "in-process (numpy)")
-            except Unsupported as exc:
-                log.info("%s; loading it with torch", exc)
-        model = embedding.load_model(self.model, self.dtype, self.threads)
-        return lambda texts: (embedding.encode(model, texts, 32), "in-process (torch)")
+    def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        return self._embed(texts)[0]
 
 
-def query_embedder(settings: Settings) -> QueryEmbedder:
-    """The embedder for ``settings``: a live warm server of the same model and dtype if any."""
-    from rag_core.server_state import live_server, state_path
+def _headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
-    # A server named in the settings takes the session's token from the environment; one
-    # found through its state file (mode 0600, this user's only) carries its own.
-    url, token = settings.embedding_server_url, secret(TOKEN_ENV)
-    if not url:
-        name = embedding.resolve_model(settings.embedding_model).name
-        state = live_server(state_path(settings.data_dir), name, settings.embedding_dtype)
-        if state is not None:
-            url, token = state.url, state.token
-    return QueryEmbedder(
-        settings.embedding_model,
-        settings.embedding_dtype,
-        settings.torch_num_threads,
-        server_url=url,
-        token=token,
-    )
+
+def health(url: str, token: str, timeout: float = 2.0) -> dict | None:
+    """The server's description, or None when nothing (willing) answers at ``url``."""
+    request = urllib.request.Request(f"{url.rstrip('/')}/health", headers=_headers(token))
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _slices(texts: list[str]) -> list[list[str]]:
+    """``texts`` split into requests within the server's limits on count and body size."""
+    budget = MAX_BODY_BYTES // 2  # JSON escaping can double a text's bytes
+    slices: list[list[str]] = [[]]
+    size = 0
+    for text in texts:
+        cost = len(text.encode("utf-8", "replace")) * 2 + 8
+        if slices[-1] and (len(slices[-1]) >= MAX_TEXTS or size + cost > budget):
+            slices.append([])
+            size = 0
+        slices[-1].append(text)
+        size += cost
+    return slices
+
+
+def remote_encode(
+    url: str,
+    texts: list[str],
+    model: str,
+    dtype: str,
+    batch_size: int,
+    token: str,
+    timeout: float = 600.0,
+) -> np.ndarray:
+    """Embed ``texts`` on the server at ``url``; raise EmbeddingServerError if it cannot."""
+    parts = [
+        _post(url, chunk, model, dtype, batch_size, token, timeout) for chunk in _slices(texts)
+    ]
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def _post(url, texts, model, dtype, batch_size, token, timeout) -> np.ndarray:
+    body = json.dumps(
+        {"texts": texts, "model": model, "dtype": dtype, "batch_size": batch_size}
+    ).encode()
+    deadline = time.monotonic() + timeout
+    delay = 0.2
+    while True:
+        request = urllib.request.Request(
+            f"{url.rstrip('/')}/embed",
+            data=body,
+            headers={"Content-Type": "application/json", **_headers(token)},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                rows, dim = (int(n) for n in response.headers["X-Embedding-Shape"].split(","))
+                data = response.read()
+            return np.frombuffer(data, dtype="<f4").reshape(rows, dim).astype(np.float32)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 503 and time.monotonic() + delay < deadline:
+                time.sleep(delay)  # busy: wait for its turn
+                delay = min(delay * 2, 5.0)
+                continue
+            raise EmbeddingServerError(
+                f"embedding server at {url} refused ({exc.code}): {exc.read()[:300]!r}"
+            ) from exc
+        except OSError as exc:
+            raise EmbeddingServerError(f"embedding server at {url} unreachable: {exc}") from exc
