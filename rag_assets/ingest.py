@@ -21,7 +21,6 @@ from rag_assets.crawl import crawled_pages
 from rag_assets.partitions import ITEMS_PARTITIONS_NAME, items_partitions
 from rag_core import ids, store
 from rag_core.batches import MANIFEST_TAG, read_manifest
-from rag_core.embedders import Embedder
 from rag_core.extraction import extract_document
 from rag_core.fingerprint import index_fingerprint
 from rag_core.items import ItemFileError
@@ -304,23 +303,18 @@ def chunks(
 
 
 def _store_vectors(
-    duckdb: DuckDBStore,
-    group: list[tuple],
-    vectors: dict,
-    cached: dict,
-    model: Embedder,
-    fingerprint: str,
+    duckdb: DuckDBStore, group: list[tuple], vectors: dict, cached: dict, info, fingerprint: str
 ) -> None:
     """Publish the group's items: their staged document and chunks with these vectors
     (computed or reused), all in one transaction."""
     out = [
         (
-            r[0], r[1], model.name, fingerprint,
+            r[0], r[1], info.name, fingerprint,
             vectors[r[0]] if r[0] in vectors else list(cached[r[0]]),
         )
         for r in group
     ]  # fmt: skip
-    dim = len(out[0][4]) if out else model.dimension
+    dim = len(out[0][4]) if out else info.dimension
     duckdb.publish(sorted({r[1] for r in group}), DOC_COLUMNS, CHUNK_COLUMNS, out, dim)
 
 
