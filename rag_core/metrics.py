@@ -31,7 +31,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from rag_core import store
+from rag_core import stores
 from rag_core.items import scan_item_files
 from rag_core.settings import Settings
 
@@ -194,9 +194,8 @@ class PlatformCollector(Collector):
         if not path.exists():
             return {"items": {}, "rows": {}, "errors": {}, "items_with_model": 0}
         try:
-            with store.connect(path, read_only=True, timeout_s=3.0) as con:
-                self.store_counts = store.metric_counts(con, self.model)
-        except store.StoreLockedError:
+            self.store_counts = stores.store_at(path, 3.0).metric_counts(self.model)
+        except stores.StoreLockedError:
             log.info("DuckDB busy; the metrics keep the previous store figures")
         return self.store_counts
 

@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag_core import embedding, store
+from rag_core import embedding
 from rag_core.embedding_server import health
 from rag_core.fingerprint import settings_fingerprint
 from rag_core.ids import item_key
 from rag_core.numpy_encoder import NumpyBertEncoder
 from rag_core.server_state import ServerState, live_server, read_state, state_path, write_state
 from rag_core.settings import TOKEN_ENV, new_token
+from rag_core.stores import duckdb_store as store
 from tests.helpers import settings_for
 
 ROOT = Path(__file__).resolve().parents[1]
