@@ -143,6 +143,7 @@ def test_memory_store_starts_empty(store):
     assert not store.has_embeddings()
     assert store.ingested_files() == {}
     assert store.example_title() is None
+    assert store.vector_candidates([1, 0, 0, 0], "fp1", 3) == []
 
 
 def test_staging_is_invisible_until_publish(store):

@@ -783,10 +783,15 @@ class DuckDBStore(Store):
 
     def vector_candidates(self, query, fingerprint, limit, url_prefix="", title="") -> list:
         with self._reading() as con:
-            if con is None or not table_exists(con, "embeddings"):
+            if con is None:
                 return []
             embedding = self.vector_expression(len(query))
-            return vector_candidates(con, query, fingerprint, limit, url_prefix, title, embedding)
+            try:
+                return vector_candidates(
+                    con, query, fingerprint, limit, url_prefix, title, embedding
+                )
+            except duckdb.CatalogException:
+                return []  # no embeddings table yet (checked here, not before every search)
 
     def keyword_candidates(self, question, fingerprint, limit, url_prefix="", title="") -> list:
         with self._reading() as con:
