@@ -190,11 +190,11 @@ class PlatformCollector(Collector):
             return list(self.cached)
 
     def _duckdb(self) -> dict | None:
-        path = self.settings.duckdb_path
-        if not path.exists():
+        store = stores.open_store(self.settings, 3.0)
+        if not store.exists():
             return {"items": {}, "rows": {}, "errors": {}, "items_with_model": 0}
         try:
-            self.store_counts = stores.store_at(path, 3.0).metric_counts(self.model)
+            self.store_counts = store.metric_counts(self.model)
         except stores.StoreLockedError:
             log.info("DuckDB busy; the metrics keep the previous store figures")
         return self.store_counts

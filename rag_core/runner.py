@@ -445,9 +445,8 @@ def next_commands(settings: Settings, ui_url: str = "http://127.0.0.1:3000") -> 
     from rag_core.settings import load_settings
 
     title = None
-    if settings.duckdb_path.exists():
-        with contextlib.suppress(Exception):
-            title = stores.store_at(settings.duckdb_path, 5).example_title()
+    with contextlib.suppress(Exception):  # a busy or broken store: the generic question
+        title = stores.open_store(settings, 5).example_title()
     question = " ".join((title or "how do I get started").split()[:8])
     defaults = load_settings(environ={}, dotenv=Path("/nonexistent"))
     env = " ".join(

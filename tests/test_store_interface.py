@@ -292,8 +292,8 @@ def test_the_vector_type_is_an_override_point(tmp_path):
         def vector_type(self, dim: int) -> str:
             return "FLOAT[]"
 
-        def vector_expression(self, dim: int) -> str:
-            return f"e.embedding::FLOAT[{dim}]"
+        def vector_score(self, query) -> str:
+            return f"list_cosine_similarity(e.embedding, {duckdb_store.vector_literal(query)})"
 
     store = ListVectors(tmp_path / "rag.duckdb")
     ingest(store, "a", [[1, 0, 0, 0]])
@@ -304,3 +304,32 @@ def test_the_vector_type_is_an_override_point(tmp_path):
     assert kind == "FLOAT[]"
     assert store.embeddings_dimension() == DIM  # measured from a stored vector
     assert [r[0] for r in store.vector_candidates([1, 0, 0, 0], "fp1", 3)] == ["a-0"]
+
+
+def test_the_readmes_schema_table_lists_the_declared_columns():
+    readme = (ROOT / "README.md").read_text()
+    for table in ("raw_items", "documents", "chunks", "embeddings", "ingest_errors"):
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{table}` |"))
+        missing = [c for c in stores.columns(table) if f"`{c}" not in row]
+        assert missing == [], f"README's {table} row lacks {missing}"
+
+
+def test_a_registered_store_serves_every_caller_of_its_path(tmp_path):
+    """The seam a second implementation plugs into: status, search and the resource all get
+    the registered store for DUCKDB_PATH (here the in-memory one; no file is created)."""
+    from rag_core.status import index_coverage, table_counts
+    from resources.duckdb_store import DuckDBStore
+
+    path = tmp_path / "lake" / "rag.duckdb"
+    memory = stores.MemoryStore()
+    stores.register(path, lambda timeout: memory)
+    try:
+        ingest(memory, "a", [[1, 0, 0, 0]])
+        assert table_counts(path)["embeddings"] == 1
+        assert index_coverage(path, "fp1", 1)["pages_current"] == 1
+        assert DuckDBStore(path=str(path)).get_store() is memory
+    finally:
+        stores.unregister(path)
+        memory.close()
+    assert not path.exists()
+    assert isinstance(stores.store_at(path), stores.DuckDBStore)

@@ -6,6 +6,7 @@ holds a ``Store`` and calls its methods (no SQL outside this package).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,9 +28,26 @@ if TYPE_CHECKING:
     from rag_core.settings import Settings
 
 
+# Stores that are not a local DuckDB file, by the DUCKDB_PATH they stand for: a process that
+# uses one (e.g. a DuckLake store for many writers) registers it at start, and every caller of
+# store_at (assets, sensor, status, search, metrics) then gets it. factory(lock_timeout_s).
+_REGISTERED: dict[str, Callable[[float], Store]] = {}
+
+
+def register(path: Path | str, factory: Callable[[float], Store]) -> None:
+    """Serve ``path`` with ``factory(lock_timeout_s)`` instead of a DuckDB file, in this process."""
+    _REGISTERED[str(path)] = factory
+
+
+def unregister(path: Path | str) -> None:
+    """Undo ``register``."""
+    _REGISTERED.pop(str(path), None)
+
+
 def store_at(path: Path | str, lock_timeout_s: float = 120.0) -> Store:
-    """The store kept in the file at ``path``."""
-    return DuckDBStore(path, lock_timeout_s)
+    """The store for ``path``: a registered implementation, else the DuckDB file there."""
+    factory = _REGISTERED.get(str(path))
+    return factory(lock_timeout_s) if factory else DuckDBStore(path, lock_timeout_s)
 
 
 def open_store(settings: Settings, lock_timeout_s: float = 120.0) -> Store:
@@ -51,5 +69,7 @@ __all__ = [
     "StoreLockedError",
     "columns",
     "open_store",
+    "register",
     "store_at",
+    "unregister",
 ]

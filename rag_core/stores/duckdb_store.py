@@ -347,21 +347,21 @@ def vector_candidates(
     limit: int,
     url_prefix: str = "",
     title: str = "",
-    embedding: str = "e.embedding",
+    score: str | None = None,
 ) -> list[tuple]:
     """Top ``limit`` chunks by cosine similarity to ``query``: (chunk_id, item_id, title, url,
     heading, text, content_hash, chunk_index, score). A top-N scan (no window over the table):
-    callers de-duplicate the few rows returned. ``embedding`` is the vector expression (a
-    store keeping FLOAT[] lists casts it to the query's width)."""
+    callers de-duplicate the few rows returned. ``score`` is the similarity expression over
+    ``e.embedding`` (default: ``array_score(query)``; a store of FLOAT[] lists gives its own)."""
     filtered = bool(url_prefix or title)
     # The question vector goes in as a constant: as a parameter, DuckDB casts the list to
     # FLOAT[n] on every row (measured ~5x slower on 20k rows). Only floats are formatted here.
-    vector = "[" + ",".join(repr(float(x)) for x in query) + f"]::FLOAT[{len(query)}]"
+    score = score or array_score(query)
     join = "JOIN chunks c USING (chunk_id) JOIN documents d ON d.item_id = c.item_id"
     return con.execute(
         f"""
         WITH top AS (
-            SELECT e.chunk_id, array_cosine_similarity({embedding}, {vector}) AS score
+            SELECT e.chunk_id, {score} AS score
             FROM embeddings e {join if filtered else ""}
             WHERE e.fingerprint = $fingerprint {"AND " + _filters_sql() if filtered else ""}
             ORDER BY score DESC, e.chunk_id
@@ -375,6 +375,16 @@ def vector_candidates(
         {"fingerprint": fingerprint, "limit": limit}
         | ({"prefix": url_prefix, "title": title} if filtered else {}),
     ).fetchall()
+
+
+def vector_literal(query: Sequence[float]) -> str:
+    """The question vector as a SQL list constant (only floats are formatted in)."""
+    return "[" + ",".join(repr(float(x)) for x in query) + "]"
+
+
+def array_score(query: Sequence[float]) -> str:
+    """Cosine similarity of the FLOAT[n] column ``e.embedding`` with ``query``."""
+    return f"array_cosine_similarity(e.embedding, {vector_literal(query)}::FLOAT[{len(query)}])"
 
 
 def _filters_sql() -> str:
@@ -493,8 +503,8 @@ class DuckDBStore(Store):
     retrying while another process holds it.
 
     A second implementation on DuckDB (a DuckLake catalog with many writers) overrides the
-    points that differ: ``vector_type`` and ``vector_expression`` (the embeddings column and
-    how search reads it), ``table_ddl`` (e.g. without key constraints) and ``_open`` (how a
+    points that differ: ``vector_type`` and ``vector_score`` (the embeddings column and
+    how search ranks it), ``table_ddl`` (e.g. without key constraints) and ``_open`` (how a
     connection is made and the catalog attached).
     """
 
@@ -512,9 +522,10 @@ class DuckDBStore(Store):
         """The embeddings column's type for vectors of ``dim`` floats."""
         return vector_type(dim)
 
-    def vector_expression(self, dim: int) -> str:
-        """The stored vector (alias ``e``) as array_cosine_similarity takes it: FLOAT[dim]."""
-        return "e.embedding"
+    def vector_score(self, query: Sequence[float]) -> str:
+        """SQL for the cosine similarity of the stored vector (``e.embedding``) and ``query``;
+        a store of FLOAT[] lists overrides it (e.g. with list_cosine_similarity)."""
+        return array_score(query)
 
     def table_ddl(self, table: str, vector_type: str | None = None) -> str:
         """CREATE TABLE IF NOT EXISTS for ``table`` (from its one declaration)."""
@@ -785,11 +796,9 @@ class DuckDBStore(Store):
         with self._reading() as con:
             if con is None:
                 return []
-            embedding = self.vector_expression(len(query))
+            score = self.vector_score(query)
             try:
-                return vector_candidates(
-                    con, query, fingerprint, limit, url_prefix, title, embedding
-                )
+                return vector_candidates(con, query, fingerprint, limit, url_prefix, title, score)
             except duckdb.CatalogException:
                 return []  # no embeddings table yet (checked here, not before every search)
 
