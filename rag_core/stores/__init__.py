@@ -22,7 +22,7 @@ from rag_core.stores.base import (
     StoreLockedError,
     columns,
 )
-from rag_core.stores.duckdb_store import DuckDBStore, MemoryStore
+from rag_core.stores.duckdb_impl import DuckDBStore, MemoryStore
 
 if TYPE_CHECKING:
     from rag_core.settings import Settings

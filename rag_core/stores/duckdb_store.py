@@ -1,4 +1,6 @@
-"""The DuckDB store: schema, short write transactions, lock-tolerant connections.
+"""The DuckDB store's SQL: schema, short write transactions, lock-tolerant connections, and
+every statement the platform runs (functions over a connection; ``duckdb_impl.DuckDBStore``
+is the Store on top of them).
 
 DuckDB lets one process hold the file for writing and then no other process may
 open it, not even to read. So every user of the file (ingestion runs, the CLI's
@@ -25,7 +27,6 @@ from rag_core.stores.base import (
     TABLE_COLUMNS,
     VECTOR_COLUMNS,
     Candidate,
-    Store,
     StoreLockedError,
     columns,
 )
@@ -498,350 +499,177 @@ def _in_list(column: str = "item_id") -> str:
     return f"{column} IN (SELECT unnest(?))"
 
 
-class DuckDBStore(Store):
-    """The Store on one DuckDB file, opened briefly per call (or per ``session``) and
-    retrying while another process holds it.
-
-    A second implementation on DuckDB (a DuckLake catalog with many writers) overrides the
-    points that differ: ``vector_type`` and ``vector_score`` (the embeddings column and
-    how search ranks it), ``table_ddl`` (e.g. without key constraints) and ``_open`` (how a
-    connection is made and the catalog attached).
-    """
-
-    def __init__(self, path: Path | str, lock_timeout_s: float = 120.0) -> None:
-        self.path = Path(path)
-        self.lock_timeout_s = lock_timeout_s
-        self._con: duckdb.DuckDBPyConnection | None = None
-        self._read_only = True
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self.path)!r})"
-
-    # -- overridable points -----------------------------------------------------------------
-    def vector_type(self, dim: int) -> str:
-        """The embeddings column's type for vectors of ``dim`` floats."""
-        return vector_type(dim)
-
-    def vector_score(self, query: Sequence[float]) -> str:
-        """SQL for the cosine similarity of the stored vector (``e.embedding``) and ``query``;
-        a store of FLOAT[] lists overrides it (e.g. with list_cosine_similarity)."""
-        return array_score(query)
-
-    def table_ddl(self, table: str, vector_type: str | None = None) -> str:
-        """CREATE TABLE IF NOT EXISTS for ``table`` (from its one declaration)."""
-        return table_ddl(table, vector_type)
-
-    @contextlib.contextmanager
-    def _open(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A new connection to the store (waits out another process's lock)."""
-        with connect(self.path, read_only, self.lock_timeout_s) as con:
-            yield con
-
-    def exists(self) -> bool:
-        """Whether the store holds anything yet (reads of a missing store return nothing)."""
-        return self.path.exists()
-
-    # -- connections ------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def session(self, read_only: bool = True) -> Iterator[DuckDBStore]:
-        if self._con is not None:
-            yield self
-            return
-        bound = type(self).__new__(type(self))
-        bound.__dict__.update(self.__dict__)
-        with self._open(read_only) as con:
-            bound._con, bound._read_only = con, read_only
-            yield bound
-
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
-        """A connection for one read; None when the store does not exist yet."""
-        if self._con is not None:
-            yield self._con
-        elif not self.exists():
-            yield None
-        else:
-            with self._open(True) as con:
-                yield con
-
-    @contextlib.contextmanager
-    def _writing(self, dim: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One write transaction: everything inside commits together or not at all."""
-        if self._con is not None and not self._read_only:
-            self._ensure(self._con, dim)
-            with transaction(self._con):
-                yield self._con
-            return
-        with self._open(False) as con:
-            self._ensure(con, dim)
-            with transaction(con):
-                yield con
-
-    def _ensure(self, con: duckdb.DuckDBPyConnection, dim: int | None = None) -> None:
-        ensure_schema(con, dim, self.vector_type, self.table_ddl)
-
-    def _rows(self, sql: str, params: Sequence | dict | None = None, table: str = "") -> list:
-        with self._reading() as con:
-            if con is None or (table and not table_exists(con, table)):
-                return []
-            args = params if isinstance(params, dict) else list(params or [])
-            return con.execute(sql, args).fetchall()
-
-    # -- ingestion writes -------------------------------------------------------------------
-    def mark_files_started(self, mtimes: dict[str, int]) -> None:
-        with self._writing() as con:
-            mark_files_started(con, mtimes)
-
-    def _store_stage(
-        self,
-        stage: str,
-        table: str,
-        batch: Sequence[str],
-        rows: Sequence[tuple],
-        stored_ids: Sequence[str],
-        errors: dict[str, str],
-        run_id: str,
-    ) -> None:
-        """The rows of ``stored_ids`` in ``table`` become ``rows``; the stage's errors of the
-        whole ``batch`` become ``errors``; in one transaction. Items that failed keep their
-        last good rows, so a broken re-fetch never loses stored data."""
-        with self._writing() as con:
-            delete_items(con, table, stored_ids)
-            insert_rows(con, table, columns(table), rows)
-            replace_errors(con, stage, batch, errors, run_id)
-
-    def store_raw_items(self, batch, rows, errors, run_id) -> None:
-        self._store_stage("raw_items", "raw_items", batch, rows, [r[0] for r in rows], errors,
-                          run_id)  # fmt: skip
-
-    def stage_documents(self, batch, rows, errors, run_id) -> None:
-        # Every key's staged row is replaced, so a failed item leaves no stale one.
-        self._store_stage("documents", "staged_documents", batch, rows, batch, errors, run_id)
-
-    def stage_chunks(self, batch, rows, errors, run_id) -> None:
-        self._store_stage("chunks", "staged_chunks", batch, rows, batch, errors, run_id)
-
-    def publish(self, item_ids, vector_rows, dim=None) -> None:
-        with self._writing(dim) as con:
-            publish_items(con, item_ids, vector_rows)
-
-    def set_files_state(self, item_ids, state, fingerprint) -> None:
-        with self._writing() as con:
-            set_files_state(con, item_ids, state, fingerprint)
-
-    def record_errors(self, stage, item_ids, errors, run_id) -> None:
-        with self._writing() as con:
-            replace_errors(con, stage, item_ids, errors, run_id)
-
-    def record_given_up(self, failures, message, fingerprint) -> None:
-        with self._writing() as con:
-            record_given_up(con, failures, message, fingerprint)
-
-    def delete_items(self, item_ids) -> None:
-        keys = list(item_ids)
-        with self._writing() as con:  # one transaction: a page is gone from every table or none
-            for table in (*ITEM_TABLES, *STAGING_TABLES, "ingested_files", "ingest_errors"):
-                delete_items(con, table, keys)
-
-    def load_index(self, documents, chunks, vector_rows, dim) -> float:
-        # Document rows may stop after any leading columns (evaluation stores no word count).
-        doc_columns = DOC_COLUMNS[: len(documents[0])] if documents else DOC_COLUMNS
-        with self._writing(dim) as con:
-            insert_rows(con, "documents", doc_columns, documents)
-            insert_rows(con, "chunks", CHUNK_COLUMNS, chunks)
-            insert_rows(con, "embeddings", VECTOR_COLUMNS, vector_rows)
-        with self.session(read_only=False) as store:
-            return store.rebuild_keyword_index()
-
-    # -- ingestion reads --------------------------------------------------------------------
-    def raw_item_ids(self, item_ids) -> set[str]:
-        sql = f"SELECT item_id FROM raw_items WHERE {_in_list()}"
-        return {r[0] for r in self._rows(sql, [list(item_ids)], "raw_items")}
-
-    def staged_documents(self, item_ids) -> list[tuple]:
-        sql = f"SELECT item_id, title, text, content_hash FROM staged_documents WHERE {_in_list()}"
-        return self._rows(sql, [list(item_ids)], "staged_documents")
-
-    def staged_chunks(self, item_ids) -> list[tuple]:
-        sql = (
-            f"SELECT chunk_id, item_id, text FROM staged_chunks WHERE {_in_list()} "
-            "ORDER BY item_id, chunk_index"
-        )
-        return self._rows(sql, [list(item_ids)], "staged_chunks")
-
-    def vectors(self, chunk_ids, fingerprint) -> dict[str, list[float]]:
-        sql = (
-            "SELECT chunk_id, embedding FROM embeddings WHERE fingerprint = ? "
-            f"AND {_in_list('chunk_id')}"
-        )
-        return dict(self._rows(sql, [fingerprint, list(chunk_ids)], "embeddings"))
-
-    def item_summaries(self, item_ids) -> list[tuple]:
-        vectors = (
-            "(SELECT count(*) FROM embeddings e WHERE e.item_id = d.item_id)"
-            if self.has_embeddings()
-            else "0"
-        )
-        sql = (
-            "SELECT d.item_id, d.title, d.url, d.word_count, "
-            " (SELECT count(*) FROM chunks c WHERE c.item_id = d.item_id), "
-            f" {vectors}, "
-            " (SELECT c.text FROM chunks c WHERE c.item_id = d.item_id AND c.chunk_index = 0) "
-            f"FROM documents d WHERE d.{_in_list()}"
-        )
-        return self._rows(sql, [list(item_ids)], "documents")
-
-    def item_errors(self, item_ids) -> list[tuple]:
-        sql = f"SELECT item_id, stage, error FROM ingest_errors WHERE {_in_list()}"
-        return self._rows(sql, [list(item_ids)], "ingest_errors")
-
-    def urls(self, item_ids) -> dict[str, str]:
-        sql = f"SELECT item_id, url FROM raw_items WHERE {_in_list()}"
-        return dict(self._rows(sql, [list(item_ids)], "raw_items")) if item_ids else {}
-
-    def graph_rows(self, item_ids) -> tuple[list[tuple], list[tuple]]:
-        keys = [list(item_ids)]
-        with self.session() as store, store._reading() as con:
-            if con is None or not table_exists(con, "documents"):
-                return [], []
-            docs = con.execute(
-                "SELECT d.item_id, d.url, d.title, d.content_hash, r.links FROM documents d "
-                f"LEFT JOIN raw_items r USING (item_id) WHERE d.{_in_list()}",
-                keys,
-            ).fetchall()
-            vectors = (
-                "e.embedding FROM chunks c LEFT JOIN embeddings e USING (chunk_id)"
-                if table_exists(con, "embeddings")
-                else "NULL FROM chunks c"
-            )
-            chunk_rows = con.execute(
-                f"SELECT c.item_id, c.chunk_id, c.chunk_index, c.text, {vectors} "
-                f"WHERE c.{_in_list()} ORDER BY c.item_id, c.chunk_index",
-                keys,
-            ).fetchall()
-        return docs, chunk_rows
-
-    def ingested_files(self) -> dict[str, tuple[int, str, str]]:
-        with self._reading() as con:
-            return {} if con is None else read_ingested_files(con)
-
-    # -- figures ----------------------------------------------------------------------------
-    def table_counts(self) -> dict[str, int]:
-        names = (*ITEM_TABLES, "ingest_errors")
-        counts = dict.fromkeys(names, 0)
-        with self._reading() as con:
-            for name in names if con is not None else ():
-                if table_exists(con, name):
-                    counts[name] = con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
-        return counts
-
-    def recent_errors(self, limit: int = 200) -> list[tuple]:
-        sql = (
-            "SELECT e.item_id, e.stage, r.url, e.error, e.run_id, e.occurred_at "
-            "FROM ingest_errors e LEFT JOIN raw_items r USING (item_id) "
-            "ORDER BY e.occurred_at DESC, e.item_id LIMIT ?"
-        )
-        return self._rows(sql, [limit], "ingest_errors")
-
-    def metric_counts(self, model: str) -> dict:
-        with self._reading() as con:
-            if con is None:
-                return {"items": {}, "rows": {}, "errors": {}, "items_with_model": 0}
-            return metric_counts(con, model)
-
-    def fingerprint_counts(self) -> dict[str, int]:
-        with self._reading() as con:
-            return {} if con is None else fingerprint_counts(con)
-
-    def example_title(self) -> str | None:
-        with self._reading() as con:
-            return None if con is None else example_title(con)
-
-    def has_embeddings(self) -> bool:
-        with self._reading() as con:
-            return con is not None and table_exists(con, "embeddings")
-
-    def embedding_coverage(self) -> tuple[int, int, int, list[str]]:
-        with self.session() as store, store._reading() as con:
-            if con is None or not table_exists(con, "embeddings"):
-                return 0, 0, 0, []
-            missing, orphans, duplicates = con.execute(
-                "SELECT (SELECT count(*) FROM chunks c ANTI JOIN embeddings e USING (chunk_id)),"
-                " (SELECT count(*) FROM embeddings e ANTI JOIN chunks c USING (chunk_id)),"
-                " (SELECT count(*) - count(DISTINCT chunk_id) FROM embeddings)"
-            ).fetchone()
-            sample = con.execute(
-                "SELECT c.item_id FROM chunks c ANTI JOIN embeddings e USING (chunk_id) LIMIT 10"
-            ).fetchall()
-        return missing, orphans, duplicates, sorted({r[0] for r in sample})
-
-    def vector_widths(self) -> list[tuple[int, str, int]]:
-        sql = "SELECT len(embedding), model, count(*) FROM embeddings GROUP BY ALL"
-        return self._rows(sql, None, "embeddings")
-
-    def non_finite_vectors(self) -> int:
-        sql = (
-            "SELECT count(*) FROM embeddings "
-            "WHERE list_bool_or(list_transform(embedding::FLOAT[], lambda x: NOT isfinite(x)))"
-        )
-        rows = self._rows(sql, None, "embeddings")
-        return rows[0][0] if rows else 0
-
-    # -- search -----------------------------------------------------------------------------
-    def embeddings_dimension(self) -> int | None:
-        with self._reading() as con:
-            return None if con is None else embeddings_dimension(con)
-
-    def vector_candidates(self, query, fingerprint, limit, url_prefix="", title="") -> list:
-        with self._reading() as con:
-            if con is None:
-                return []
-            score = self.vector_score(query)
-            try:
-                return vector_candidates(con, query, fingerprint, limit, url_prefix, title, score)
-            except duckdb.CatalogException:
-                return []  # no embeddings table yet (checked here, not before every search)
-
-    def keyword_candidates(self, question, fingerprint, limit, url_prefix="", title="") -> list:
-        with self._reading() as con:
-            if con is None or not fts_index_exists(con):
-                return []
-            return keyword_candidates(con, question, fingerprint, limit, url_prefix, title)
-
-    def keyword_index_current(self) -> bool:
-        with self._reading() as con:
-            if con is None:
-                return False
-            load_fts(con)
-            return fts_is_current(con)
-
-    def keyword_index_age_s(self) -> float | None:
-        with self._reading() as con:
-            return None if con is None else fts_age_s(con)
-
-    def rebuild_keyword_index(self) -> float:
-        with self.session(read_only=False) as store:
-            return rebuild_fts_index(store._con)
+# -- the reads and writes behind the Store's methods (duckdb_impl.DuckDBStore) ---------------
 
 
-class MemoryStore(DuckDBStore):
-    """The same Store on an in-memory DuckDB database: fast unit tests, nothing on disk.
-    One connection lives as long as the object (an in-memory database dies with it)."""
+def store_stage(
+    con: duckdb.DuckDBPyConnection,
+    stage: str,
+    table: str,
+    batch: Sequence[str],
+    rows: Sequence[tuple],
+    stored_ids: Sequence[str],
+    errors: dict[str, str],
+    run_id: str,
+) -> None:
+    """Inside the caller's transaction: the rows of ``stored_ids`` in ``table`` become ``rows``
+    and the stage's errors of the whole ``batch`` become ``errors``. Items that failed keep
+    their last good rows, so a broken re-fetch never loses stored data."""
+    delete_items(con, table, stored_ids)
+    insert_rows(con, table, columns(table), rows)
+    replace_errors(con, stage, batch, errors, run_id)
 
-    def __init__(self) -> None:
-        super().__init__(Path(":memory:"))
-        self._memory = duckdb.connect(":memory:")
 
-    def exists(self) -> bool:
-        return True
+def delete_everywhere(con: duckdb.DuckDBPyConnection, item_ids: Sequence[str]) -> None:
+    """Inside the caller's transaction: the items' rows of every table."""
+    for table in (*ITEM_TABLES, *STAGING_TABLES, "ingested_files", "ingest_errors"):
+        delete_items(con, table, list(item_ids))
 
-    @contextlib.contextmanager
-    def _open(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
-        yield self._memory
 
-    def close(self) -> None:
-        self._memory.close()
+def load_rows(
+    con: duckdb.DuckDBPyConnection,
+    documents: Sequence[tuple],
+    chunks: Sequence[tuple],
+    vector_rows: Sequence[tuple],
+) -> None:
+    """Bulk insert into a fresh store; document rows may stop after any leading columns."""
+    doc_columns = DOC_COLUMNS[: len(documents[0])] if documents else DOC_COLUMNS
+    insert_rows(con, "documents", doc_columns, documents)
+    insert_rows(con, "chunks", CHUNK_COLUMNS, chunks)
+    insert_rows(con, "embeddings", VECTOR_COLUMNS, vector_rows)
 
+
+def _select(
+    con: duckdb.DuckDBPyConnection, table: str, sql: str, params: Sequence | None = None
+) -> list:
+    """Rows of ``sql``, or none while ``table`` does not exist yet."""
+    if not table_exists(con, table):
+        return []
+    return con.execute(sql, list(params or [])).fetchall()
+
+
+def raw_item_ids(con: duckdb.DuckDBPyConnection, item_ids: Sequence[str]) -> set[str]:
+    sql = f"SELECT item_id FROM raw_items WHERE {_in_list()}"
+    return {r[0] for r in _select(con, "raw_items", sql, [list(item_ids)])}
+
+
+def staged_documents(con: duckdb.DuckDBPyConnection, item_ids: Sequence[str]) -> list[tuple]:
+    sql = f"SELECT item_id, title, text, content_hash FROM staged_documents WHERE {_in_list()}"
+    return _select(con, "staged_documents", sql, [list(item_ids)])
+
+
+def staged_chunks(con: duckdb.DuckDBPyConnection, item_ids: Sequence[str]) -> list[tuple]:
+    sql = (
+        f"SELECT chunk_id, item_id, text FROM staged_chunks WHERE {_in_list()} "
+        "ORDER BY item_id, chunk_index"
+    )
+    return _select(con, "staged_chunks", sql, [list(item_ids)])
+
+
+def stored_vectors(
+    con: duckdb.DuckDBPyConnection, chunk_ids: Sequence[str], fingerprint: str
+) -> dict[str, list[float]]:
+    sql = (
+        "SELECT chunk_id, embedding FROM embeddings WHERE fingerprint = ? "
+        f"AND {_in_list('chunk_id')}"
+    )
+    return dict(_select(con, "embeddings", sql, [fingerprint, list(chunk_ids)]))
+
+
+def item_summaries(con: duckdb.DuckDBPyConnection, item_ids: Sequence[str]) -> list[tuple]:
+    vectors = (
+        "(SELECT count(*) FROM embeddings e WHERE e.item_id = d.item_id)"
+        if table_exists(con, "embeddings")
+        else "0"
+    )
+    sql = (
+        "SELECT d.item_id, d.title, d.url, d.word_count, "
+        " (SELECT count(*) FROM chunks c WHERE c.item_id = d.item_id), "
+        f" {vectors}, "
+        " (SELECT c.text FROM chunks c WHERE c.item_id = d.item_id AND c.chunk_index = 0) "
+        f"FROM documents d WHERE d.{_in_list()}"
+    )
+    return _select(con, "documents", sql, [list(item_ids)])
+
+
+def item_errors(con: duckdb.DuckDBPyConnection, item_ids: Sequence[str]) -> list[tuple]:
+    sql = f"SELECT item_id, stage, error FROM ingest_errors WHERE {_in_list()}"
+    return _select(con, "ingest_errors", sql, [list(item_ids)])
+
+
+def item_urls(con: duckdb.DuckDBPyConnection, item_ids: Sequence[str]) -> dict[str, str]:
+    sql = f"SELECT item_id, url FROM raw_items WHERE {_in_list()}"
+    return dict(_select(con, "raw_items", sql, [list(item_ids)]))
+
+
+def graph_rows(
+    con: duckdb.DuckDBPyConnection, item_ids: Sequence[str]
+) -> tuple[list[tuple], list[tuple]]:
+    keys = [list(item_ids)]
+    if not table_exists(con, "documents"):
+        return [], []
+    docs = con.execute(
+        "SELECT d.item_id, d.url, d.title, d.content_hash, r.links FROM documents d "
+        f"LEFT JOIN raw_items r USING (item_id) WHERE d.{_in_list()}",
+        keys,
+    ).fetchall()
+    vectors = (
+        "e.embedding FROM chunks c LEFT JOIN embeddings e USING (chunk_id)"
+        if table_exists(con, "embeddings")
+        else "NULL FROM chunks c"
+    )
+    chunk_rows = con.execute(
+        f"SELECT c.item_id, c.chunk_id, c.chunk_index, c.text, {vectors} "
+        f"WHERE c.{_in_list()} ORDER BY c.item_id, c.chunk_index",
+        keys,
+    ).fetchall()
+    return docs, chunk_rows
+
+
+def table_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Rows of each item table and of ingest_errors (0 where absent)."""
+    counts = {}
+    for name in (*ITEM_TABLES, "ingest_errors"):
+        rows = _select(con, name, f"SELECT count(*) FROM {name}")
+        counts[name] = rows[0][0] if rows else 0
+    return counts
+
+
+def recent_errors(con: duckdb.DuckDBPyConnection, limit: int) -> list[tuple]:
+    sql = (
+        "SELECT e.item_id, e.stage, r.url, e.error, e.run_id, e.occurred_at "
+        "FROM ingest_errors e LEFT JOIN raw_items r USING (item_id) "
+        "ORDER BY e.occurred_at DESC, e.item_id LIMIT ?"
+    )
+    return _select(con, "ingest_errors", sql, [limit])
+
+
+def embedding_coverage(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int, list[str]]:
+    if not table_exists(con, "embeddings"):
+        return 0, 0, 0, []
+    missing, orphans, duplicates = con.execute(
+        "SELECT (SELECT count(*) FROM chunks c ANTI JOIN embeddings e USING (chunk_id)),"
+        " (SELECT count(*) FROM embeddings e ANTI JOIN chunks c USING (chunk_id)),"
+        " (SELECT count(*) - count(DISTINCT chunk_id) FROM embeddings)"
+    ).fetchone()
+    sample = con.execute(
+        "SELECT c.item_id FROM chunks c ANTI JOIN embeddings e USING (chunk_id) LIMIT 10"
+    ).fetchall()
+    return missing, orphans, duplicates, sorted({r[0] for r in sample})
+
+
+def vector_widths(con: duckdb.DuckDBPyConnection) -> list[tuple[int, str, int]]:
+    sql = "SELECT len(embedding), model, count(*) FROM embeddings GROUP BY ALL"
+    return _select(con, "embeddings", sql)
+
+
+def non_finite_vectors(con: duckdb.DuckDBPyConnection) -> int:
+    sql = (
+        "SELECT count(*) FROM embeddings "
+        "WHERE list_bool_or(list_transform(embedding::FLOAT[], lambda x: NOT isfinite(x)))"
+    )
+    rows = _select(con, "embeddings", sql)
+    return rows[0][0] if rows else 0
 
 # Re-exported for callers that build rows in the tables' column order.
 __all__ = [
@@ -852,7 +680,5 @@ __all__ = [
     "STAGING_TABLES",
     "VECTOR_COLUMNS",
     "Candidate",
-    "DuckDBStore",
-    "MemoryStore",
     "StoreLockedError",
 ]
