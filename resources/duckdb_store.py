@@ -16,12 +16,8 @@ class DuckDBStore(dg.ConfigurableResource):
     path: str
     lock_timeout_seconds: float = 120.0
 
-    @property
-    def db_path(self) -> Path:
-        return Path(self.path)
-
     def get_store(self, lock_timeout_seconds: float | None = None) -> stores.Store:
         """The Store; ``lock_timeout_seconds`` shortens the wait for a busy file (sensors)."""
         if lock_timeout_seconds is None:
             lock_timeout_seconds = self.lock_timeout_seconds
-        return stores.store_at(self.db_path, lock_timeout_seconds)
+        return stores.store_at(Path(self.path), lock_timeout_seconds)
