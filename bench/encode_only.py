@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rag_core import store
 from rag_core.embedders import sentence_transformers as embedding
 from rag_core.settings import load_settings
+from rag_core.stores import duckdb_store as store
 
 # Fixed questions on the synthetic site's topics (demo_site/synthetic.py), for P8.
 QUESTIONS = (

@@ -51,7 +51,7 @@ VARIANTS = {
 
 
 def index_counts(db: Path) -> dict:
-    from rag_core import store
+    from rag_core.stores import duckdb_store as store
 
     with store.connect(db, read_only=True) as con:
         n, mean = con.execute("SELECT count(*), round(avg(token_count), 1) FROM chunks").fetchone()

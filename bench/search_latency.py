@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rag_core import store
 from rag_core.fingerprint import settings_fingerprint
 from rag_core.search import search
 from rag_core.settings import load_settings
+from rag_core.stores import duckdb_store as store
 
 DIM = 384
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"

@@ -7,33 +7,20 @@ from resources.duckdb_store import DuckDBStore
 from resources.embedder import EmbedderResource
 
 
-def _has_embeddings(duckdb: DuckDBStore) -> bool:
-    from rag_core import store
-
-    with duckdb.connection() as con:
-        return store.table_exists(con, "embeddings")
-
-
 @dg.asset_check(asset=embeddings, description="Every stored chunk has exactly one vector.")
 def every_chunk_embedded(duckdb: DuckDBStore) -> dg.AssetCheckResult:
     """Fails when chunks have no vector (or a vector outlived its chunk)."""
-    if not _has_embeddings(duckdb):
+    store = duckdb.get_store()
+    if not store.has_embeddings():
         return dg.AssetCheckResult(passed=False, metadata={"reason": "no embeddings table yet"})
-    missing, orphans, duplicates = duckdb.query(
-        "SELECT (SELECT count(*) FROM chunks c ANTI JOIN embeddings e USING (chunk_id)),"
-        " (SELECT count(*) FROM embeddings e ANTI JOIN chunks c USING (chunk_id)),"
-        " (SELECT count(*) - count(DISTINCT chunk_id) FROM embeddings)"
-    )[0]
-    sample = duckdb.query(
-        "SELECT c.item_id FROM chunks c ANTI JOIN embeddings e USING (chunk_id) LIMIT 10"
-    )
+    missing, orphans, duplicates, sample = store.embedding_coverage()
     return dg.AssetCheckResult(
         passed=missing == 0 and orphans == 0 and duplicates == 0,
         metadata={
             "chunks_without_vector": missing,
             "vectors_without_chunk": orphans,
             "duplicate_vectors": duplicates,
-            "items_missing_vectors": ", ".join(sorted({r[0] for r in sample})) or "none",
+            "items_missing_vectors": ", ".join(sample) or "none",
         },
     )
 
@@ -44,9 +31,10 @@ def embedding_dimension_matches_model(
 ) -> dg.AssetCheckResult:
     """Fails when a stored vector's width differs from the configured model's dimension."""
     expected = embedder.get_embedder().dimension
-    if not _has_embeddings(duckdb):
+    store = duckdb.get_store()
+    if not store.has_embeddings():
         return dg.AssetCheckResult(passed=False, metadata={"reason": "no embeddings table yet"})
-    rows = duckdb.query("SELECT len(embedding), model, count(*) FROM embeddings GROUP BY ALL")
+    rows = store.vector_widths()
     wrong = sum(n for dim, _, n in rows if dim != expected)
     return dg.AssetCheckResult(
         passed=wrong == 0,
@@ -61,12 +49,10 @@ def embedding_dimension_matches_model(
 @dg.asset_check(asset=embeddings, description="No vector holds NaN or infinity.")
 def embeddings_are_finite(duckdb: DuckDBStore) -> dg.AssetCheckResult:
     """Fails when any vector component is NaN or infinite (a broken model or dtype)."""
-    if not _has_embeddings(duckdb):
+    store = duckdb.get_store()
+    if not store.has_embeddings():
         return dg.AssetCheckResult(passed=False, metadata={"reason": "no embeddings table yet"})
-    bad = duckdb.query(
-        "SELECT count(*) FROM embeddings "
-        "WHERE list_bool_or(list_transform(embedding::FLOAT[], lambda x: NOT isfinite(x)))"
-    )[0][0]
+    bad = store.non_finite_vectors()
     return dg.AssetCheckResult(passed=bad == 0, metadata={"non_finite_vectors": bad})
 
 
@@ -74,12 +60,10 @@ def embeddings_are_finite(duckdb: DuckDBStore) -> dg.AssetCheckResult:
 def one_index_fingerprint(duckdb: DuckDBStore) -> dg.AssetCheckResult:
     """Fails while vectors of two index fingerprints (model weights, dtype, chunking) remain:
     after a completed re-index every page is on the current one."""
-    if not _has_embeddings(duckdb):
+    store = duckdb.get_store()
+    if not store.has_embeddings():
         return dg.AssetCheckResult(passed=False, metadata={"reason": "no embeddings table yet"})
-    with duckdb.connection() as con:
-        from rag_core import store
-
-        counts = store.fingerprint_counts(con)
+    counts = store.fingerprint_counts()
     return dg.AssetCheckResult(
         passed=len(counts) <= 1,
         metadata={"pages_by_fingerprint": dg.MetadataValue.json(counts)},

@@ -14,7 +14,7 @@ import dagster as dg
 
 from rag_assets.ingest import embeddings
 from rag_assets.partitions import items_partitions
-from rag_core import ids, store
+from rag_core import ids
 from resources.duckdb_store import DuckDBStore
 from resources.graph_sink import (
     GraphChunk,
@@ -46,22 +46,7 @@ def link_ids(item_id: str, links: Sequence[str] | None) -> list[str]:
 
 def read_pages(duckdb: DuckDBStore, keys: Sequence[str]) -> tuple[list[GraphPage], list[str]]:
     """The pages of ``keys`` as DuckDB holds them, and the keys without a document there."""
-    with duckdb.connection() as con:
-        docs = con.execute(
-            "SELECT d.item_id, d.url, d.title, d.content_hash, r.links FROM documents d "
-            "LEFT JOIN raw_items r USING (item_id) WHERE d.item_id IN (SELECT unnest(?))",
-            [list(keys)],
-        ).fetchall()
-        vectors = (
-            "e.embedding FROM chunks c LEFT JOIN embeddings e USING (chunk_id)"
-            if store.table_exists(con, "embeddings")
-            else "NULL FROM chunks c"
-        )
-        chunk_rows = con.execute(
-            f"SELECT c.item_id, c.chunk_id, c.chunk_index, c.text, {vectors} "
-            "WHERE c.item_id IN (SELECT unnest(?)) ORDER BY c.item_id, c.chunk_index",
-            [list(keys)],
-        ).fetchall()
+    docs, chunk_rows = duckdb.get_store().graph_rows(keys)
     chunks: dict[str, list[GraphChunk]] = {}
     for item_id, chunk_id, index, text, vector in chunk_rows:
         chunks.setdefault(item_id, []).append(

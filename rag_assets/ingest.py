@@ -4,7 +4,7 @@ Every asset handles all partitions of its run at once (``BackfillPolicy.single_r
 a run carries the batch of items the sensor found, and the embedding model
 encodes all their chunks in shared batches. raw_items writes its table; documents and
 chunks write staging tables, and embeddings swaps each item's document, chunks and
-vectors in together, in one transaction (store.publish_items): readers see a page's old
+vectors in together, in one transaction (Store.publish): readers see a page's old
 version or its new one, never neither and never a mix. Every write replaces the batch's
 rows, so every rerun is safe. A broken item is recorded in ``ingest_errors`` (item,
 stage, error) and skipped; it never fails the rest of its batch.
@@ -19,11 +19,12 @@ import dagster as dg
 
 from rag_assets.crawl import crawled_pages
 from rag_assets.partitions import ITEMS_PARTITIONS_NAME, items_partitions
-from rag_core import ids, store
+from rag_core import ids
 from rag_core.batches import MANIFEST_TAG, read_manifest
 from rag_core.extraction import extract_document
 from rag_core.fingerprint import index_fingerprint
 from rag_core.items import ItemFileError
+from rag_core.stores import Store
 from resources.chunker import TokenChunker
 from resources.duckdb_store import DuckDBStore
 from resources.embedder import EmbedderResource
@@ -70,14 +71,6 @@ def batch_keys(context: dg.AssetExecutionContext, raw_store: RawItemStore) -> li
     return [key for key in keys if key in live]
 
 
-def _in_list(column: str = "item_id") -> str:
-    return f"{column} IN (SELECT unnest(?))"
-
-
-def _select(store: DuckDBStore, sql: str, keys: Sequence[str]) -> list[tuple]:
-    return store.query(sql, [list(keys)])
-
-
 def _error_preview(errors: dict[str, str]) -> dg.MetadataValue:
     lines = [
         f"| `{key}` | {msg[:200].replace('|', '/')} |" for key, msg in list(errors.items())[:20]
@@ -95,21 +88,6 @@ def _common_metadata(keys: Sequence[str], errors: dict[str, str], started: float
     }
 
 
-RAW_COLUMNS = (
-    "item_id",
-    "url",
-    "requested_url",
-    "status",
-    "content_type",
-    "title",
-    "fetched_at",
-    "html_chars",
-    "truncated",
-    "links",
-    "file_path",
-)
-
-
 @_item_asset(kinds={"json", "duckdb"}, deps=[crawled_pages])
 def raw_items(
     context: dg.AssetExecutionContext, raw_store: RawItemStore, duckdb: DuckDBStore
@@ -125,7 +103,8 @@ def raw_items(
             mtimes[key] = raw_store.path_for(key).stat().st_mtime_ns
         except OSError:
             pass  # a missing file is reported as an error below
-    duckdb.mark_files_started(mtimes)
+    store = duckdb.get_store()
+    store.mark_files_started(mtimes)
     rows, errors = [], {}
     for key in keys:
         try:
@@ -133,6 +112,7 @@ def raw_items(
         except ItemFileError as exc:
             errors[key] = str(exc)
             continue
+        # In the column order of rag_core.stores.RAW_COLUMNS.
         rows.append(
             (
                 item.item_id,
@@ -150,16 +130,7 @@ def raw_items(
         )
     if errors:
         context.log.warning(f"{len(errors)} item file(s) unusable: {list(errors)[:5]}")
-    duckdb.store_stage(
-        "raw_items",
-        keys,
-        "raw_items",
-        RAW_COLUMNS,
-        rows,
-        [r[0] for r in rows],
-        errors,
-        context.run_id,
-    )
+    store.store_raw_items(keys, rows, errors, context.run_id)
     return dg.MaterializeResult(
         metadata={
             **_common_metadata(keys, errors, started),
@@ -172,18 +143,6 @@ def raw_items(
     )
 
 
-DOC_COLUMNS = (
-    "item_id",
-    "url",
-    "title",
-    "text",
-    "content_hash",
-    "word_count",
-    "headings",
-    "fetched_at",
-)
-
-
 @_item_asset(kinds={"python", "duckdb"}, deps=[raw_items])
 def documents(
     context: dg.AssetExecutionContext, raw_store: RawItemStore, duckdb: DuckDBStore
@@ -191,9 +150,8 @@ def documents(
     """Main text of each page (boilerplate removed, structure kept) with its content hash."""
     started = time.monotonic()
     keys = batch_keys(context, raw_store)
-    valid = {
-        row[0] for row in _select(duckdb, f"SELECT item_id FROM raw_items WHERE {_in_list()}", keys)
-    }
+    store = duckdb.get_store()
+    valid = store.raw_item_ids(keys)
     rows, errors = [], {}
     for key in keys:
         if key not in valid:
@@ -208,6 +166,7 @@ def documents(
             errors[key] = "page has no main text after boilerplate removal"
             continue
         title = doc.title or item.title
+        # In the column order of rag_core.stores.DOC_COLUMNS.
         rows.append(
             (
                 key,
@@ -222,9 +181,7 @@ def documents(
         )
     # Staged, not published: the embeddings stage swaps document, chunks and vectors in
     # together. Every key's staged row is replaced, so a failed item leaves no stale one.
-    duckdb.store_stage(
-        "documents", keys, "staged_documents", DOC_COLUMNS, rows, keys, errors, context.run_id
-    )
+    store.stage_documents(keys, rows, errors, context.run_id)
     preview = rows[0][3][:PREVIEW_CHARS] if rows else "(none)"
     return dg.MaterializeResult(
         metadata={
@@ -234,17 +191,6 @@ def documents(
             "preview": dg.MetadataValue.md(f"**{rows[0][2]}**\n\n{preview}" if rows else preview),
         }
     )
-
-
-CHUNK_COLUMNS = (
-    "chunk_id",
-    "item_id",
-    "chunk_index",
-    "heading",
-    "text",
-    "token_count",
-    "content_hash",
-)
 
 
 @_item_asset(kinds={"python", "duckdb"}, deps=[documents])
@@ -258,11 +204,8 @@ def chunks(
     started = time.monotonic()
     keys = batch_keys(context, raw_store)
     limit = chunker.max_tokens
-    docs = _select(
-        duckdb,
-        f"SELECT item_id, title, text, content_hash FROM staged_documents WHERE {_in_list()}",
-        keys,
-    )
+    store = duckdb.get_store()
+    docs = store.staged_documents(keys)
     rows, errors, chunked = [], {}, []
     for item_id, title, text, content_hash in docs:
         try:
@@ -272,6 +215,7 @@ def chunks(
             continue
         chunked.append(item_id)
         for piece in pieces:
+            # In the column order of rag_core.stores.CHUNK_COLUMNS.
             rows.append(
                 (
                     ids.chunk_id(item_id, piece.index, piece.text),
@@ -283,9 +227,7 @@ def chunks(
                     content_hash,
                 )
             )
-    duckdb.store_stage(
-        "chunks", keys, "staged_chunks", CHUNK_COLUMNS, rows, keys, errors, context.run_id
-    )
+    store.stage_chunks(keys, rows, errors, context.run_id)
     tokens = [r[5] for r in rows]
     return dg.MaterializeResult(
         metadata={
@@ -303,7 +245,7 @@ def chunks(
 
 
 def _store_vectors(
-    duckdb: DuckDBStore, group: list[tuple], vectors: dict, cached: dict, info, fingerprint: str
+    store: Store, group: list[tuple], vectors: dict, cached: dict, info, fingerprint: str
 ) -> None:
     """Publish the group's items: their staged document and chunks with these vectors
     (computed or reused), all in one transaction."""
@@ -315,28 +257,18 @@ def _store_vectors(
         for r in group
     ]  # fmt: skip
     dim = len(out[0][4]) if out else info.dimension
-    duckdb.publish(sorted({r[1] for r in group}), DOC_COLUMNS, CHUNK_COLUMNS, out, dim)
+    store.publish(sorted({r[1] for r in group}), out, dim)
 
 
 def _observe_items(
-    context: dg.AssetExecutionContext, duckdb: DuckDBStore, keys: Sequence[str], model: str
+    context: dg.AssetExecutionContext, store: Store, keys: Sequence[str], model: str
 ) -> None:
     """Per-partition metadata in the UI: a run materialises many partitions with one
     MaterializeResult, so each item's own figures go in an observation of its partition."""
     if not keys:
         return
-    rows = _select(
-        duckdb,
-        "SELECT d.item_id, d.title, d.url, d.word_count, "
-        " (SELECT count(*) FROM chunks c WHERE c.item_id = d.item_id), "
-        " (SELECT count(*) FROM embeddings e WHERE e.item_id = d.item_id), "
-        " (SELECT c.text FROM chunks c WHERE c.item_id = d.item_id AND c.chunk_index = 0) "
-        f"FROM documents d WHERE d.{_in_list()}",
-        keys,
-    )
-    error_rows = _select(
-        duckdb, f"SELECT item_id, stage, error FROM ingest_errors WHERE {_in_list()}", keys
-    )
+    rows = store.item_summaries(keys)
+    error_rows = store.item_errors(keys)
     errors = {item_id: f"{stage}: {message}" for item_id, stage, message in error_rows}
     found = {row[0] for row in rows}
     for item_id, title, url, words, n_chunks, n_vectors, first in rows:
@@ -400,25 +332,11 @@ def embeddings(
         chunker.context_header,
         chunker.min_tokens,
     )
-    rows = _select(
-        duckdb,
-        f"SELECT chunk_id, item_id, text FROM staged_chunks WHERE {_in_list()} "
-        "ORDER BY item_id, chunk_index",
-        keys,
-    )
-    cached = {}
-    if rows:
-        # An unchanged chunk keeps its id, so its stored vector is reused, never recomputed
-        # (only one made under the same index fingerprint: same weights, dtype, chunking).
-        with duckdb.connection() as con:
-            if store.table_exists(con, "embeddings"):
-                cached = dict(
-                    con.execute(
-                        f"SELECT chunk_id, embedding FROM embeddings WHERE fingerprint = ? "
-                        f"AND {_in_list('chunk_id')}",
-                        [fingerprint, [r[0] for r in rows]],
-                    ).fetchall()
-                )
+    store = duckdb.get_store()
+    rows = store.staged_chunks(keys)
+    # An unchanged chunk keeps its id, so its stored vector is reused, never recomputed
+    # (only one made under the same index fingerprint: same weights, dtype, chunking).
+    cached = store.vectors([r[0] for r in rows], fingerprint) if rows else {}
     embedded = reused = 0
     first_stored_at = None
     where = ""
@@ -440,16 +358,16 @@ def embeddings(
             where = computed or where
             encode_s += seconds
             vectors = {r[0]: matrix[i].tolist() for i, r in enumerate(todo)} if todo else {}
-            _store_vectors(duckdb, group, vectors, cached, model, fingerprint)
+            _store_vectors(store, group, vectors, cached, model, fingerprint)
             embedded += len(todo)
             reused += len(group) - len(todo)
             first_stored_at = first_stored_at or time.time()
     # Items of the batch without staged chunks (their document or chunking failed) keep
     # their published version whole: a broken re-fetch never loses stored data.
     published = sorted({r[1] for r in rows})
-    duckdb.set_files_state(published, "stored", fingerprint)
-    duckdb.set_files_state(sorted(set(keys) - set(published)), "error", fingerprint)
-    _observe_items(context, duckdb, keys, model.name)
+    store.set_files_state(published, "stored", fingerprint)
+    store.set_files_state(sorted(set(keys) - set(published)), "error", fingerprint)
+    _observe_items(context, store, keys, model.name)
     return dg.MaterializeResult(
         metadata={
             "items": dg.MetadataValue.int(len(keys)),

@@ -7,7 +7,7 @@ import dagster as dg
 from rag_assets.crawl import crawled_pages
 from rag_assets.jobs import LANE_TAG
 from rag_assets.partitions import ITEMS_PARTITIONS_NAME
-from rag_core import prune, store
+from rag_core import prune
 
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 # The daemon retries a failed run within seconds; a failure older than this gets no retry.
@@ -60,19 +60,9 @@ def build_removed_pages(with_graph: bool = False) -> dg.AssetsDefinition:
         raw_store, duckdb = context.resources.raw_store, context.resources.duckdb
         plan = prune.read_removals(raw_store.folder)
         keys = sorted(plan)
-        urls = (
-            dict(
-                duckdb.query(
-                    "SELECT item_id, url FROM raw_items WHERE item_id IN (SELECT unnest(?))", [keys]
-                )
-            )
-            if keys
-            else {}
-        )
-        with duckdb.write() as con:  # one transaction: a page is gone from every table or none
-            tables = (*store.ITEM_TABLES, *store.STAGING_TABLES, "ingested_files")
-            for table in (*tables, "ingest_errors"):
-                store.delete_items(con, table, keys)
+        store = duckdb.get_store()
+        urls = store.urls(keys)
+        store.delete_items(keys)  # one transaction: a page is gone from every table or none
         if with_graph and keys:
             context.resources.graph.write_pages([], removed=keys)
         held = held_partitions(context.instance, context.run_id) & set(keys)

@@ -205,7 +205,7 @@ def build_index(
     in an earlier build. Returns counts and timings."""
     import numpy as np
 
-    from rag_core import ids, store
+    from rag_core import ids, stores
     from rag_core.chunking import chunk_document, max_chunk_tokens
     from rag_core.extraction import extract_document
     from rag_core.fingerprint import index_fingerprint
@@ -262,44 +262,18 @@ def build_index(
     db_path = Path(db_path)
     for leftover in (db_path, db_path.with_name(db_path.name + ".wal")):
         leftover.unlink(missing_ok=True)
-    with store.connect(db_path) as con:
-        store.ensure_schema(con, dim)
-        store.insert_rows(
-            con,
-            "documents",
-            ("item_id", "url", "title", "text", "content_hash"),
-            docs,
+    # Rows in the column order of rag_core.stores (documents: its first five columns).
+    vector_rows = [
+        (
+            c[0],
+            c[1],
+            embedder.name,
+            fingerprint,
+            np.asarray(cache[c[4]], dtype=np.float32).tolist(),
         )
-        store.insert_rows(
-            con,
-            "chunks",
-            (
-                "chunk_id",
-                "item_id",
-                "chunk_index",
-                "heading",
-                "text",
-                "token_count",
-                "content_hash",
-            ),
-            chunks,
-        )
-        store.insert_rows(
-            con,
-            "embeddings",
-            ("chunk_id", "item_id", "model", "fingerprint", "embedding"),
-            [
-                (
-                    c[0],
-                    c[1],
-                    embedder.name,
-                    fingerprint,
-                    np.asarray(cache[c[4]], dtype=np.float32).tolist(),
-                )
-                for c in chunks
-            ],
-        )
-        fts_s = store.rebuild_fts_index(con)
+        for c in chunks
+    ]
+    fts_s = stores.store_at(db_path).load_index(docs, chunks, vector_rows, dim)
     tokens = [c[5] for c in chunks]
     return {
         "pages": len(docs),

@@ -31,7 +31,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from rag_core import store
+from rag_core import stores
 from rag_core.items import scan_item_files
 from rag_core.settings import Settings
 
@@ -190,13 +190,12 @@ class PlatformCollector(Collector):
             return list(self.cached)
 
     def _duckdb(self) -> dict | None:
-        path = self.settings.duckdb_path
-        if not path.exists():
+        store = stores.open_store(self.settings, 3.0)
+        if not store.exists():
             return {"items": {}, "rows": {}, "errors": {}, "items_with_model": 0}
         try:
-            with store.connect(path, read_only=True, timeout_s=3.0) as con:
-                self.store_counts = store.metric_counts(con, self.model)
-        except store.StoreLockedError:
+            self.store_counts = store.metric_counts(self.model)
+        except stores.StoreLockedError:
             log.info("DuckDB busy; the metrics keep the previous store figures")
         return self.store_counts
 

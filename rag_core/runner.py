@@ -442,15 +442,12 @@ def next_commands(settings: Settings, ui_url: str = "http://127.0.0.1:3000") -> 
     import shlex
     import shutil
 
-    from rag_core import store
+    from rag_core import stores
     from rag_core.settings import load_settings
 
     title = None
-    if settings.duckdb_path.exists():
-        with contextlib.suppress(Exception), store.connect(
-            settings.duckdb_path, read_only=True, timeout_s=5
-        ) as con:
-            title = store.example_title(con)
+    with contextlib.suppress(Exception):  # a busy or broken store: the generic question
+        title = stores.open_store(settings, 5).example_title()
     question = " ".join((title or "how do I get started").split()[:8])
     defaults = load_settings(environ={}, dotenv=Path("/nonexistent"))
     env = " ".join(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 
-from rag_core import store
+from rag_core import stores
 from rag_core.embedders import Embedder
 from rag_core.fingerprint import settings_fingerprint
 from rag_core.settings import Settings
@@ -88,7 +88,8 @@ def search(
         raise SearchError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
     if k < 1:
         raise SearchError(f"k must be at least 1, got {k}")
-    if not settings.duckdb_path.exists():
+    store = stores.open_store(settings)
+    if not store.exists():
         raise SearchError(f"{settings.duckdb_path} does not exist yet: run `make run` first")
     query = None
     # Only chunks whose vectors carry the current index fingerprint are ranked, in every mode:
@@ -99,7 +100,7 @@ def search(
         embedder = embedder or embedder_for(settings)
         vectors, _ = embedder.embed([question])
         query = vectors[0].tolist()
-    args = (settings, mode, question, query, fingerprint, k, by_page, url_prefix, title)
+    args = (store, mode, question, query, fingerprint, k, by_page, url_prefix, title)
     rows = _query(*args)
     if rows is None:  # the keyword index is stale: rebuild it if the file is free, then rank
         rebuild_fts(settings)
@@ -120,23 +121,21 @@ def search(
 
 
 def _query(
-    settings, mode, question, query, fingerprint, k, by_page, url_prefix, title, stale_ok=False
+    store, mode, question, query, fingerprint, k, by_page, url_prefix, title, stale_ok=False
 ):
-    """Ranked (row, score) pairs from one short read-only connection; None when keyword ranks
+    """Ranked (row, score) pairs from one short read-only session; None when keyword ranks
     are needed and the index is stale (and ``stale_ok`` is not set)."""
-    with store.connect(settings.duckdb_path, read_only=True) as con:
-        if not store.table_exists(con, "embeddings"):
+    with store.session(read_only=True) as con:
+        if not con.has_embeddings():
             raise SearchError("no embeddings stored yet")
         if query is not None:
-            dim = store.embeddings_dimension(con)
+            dim = con.embeddings_dimension()
             if dim != len(query):
                 raise SearchError(
                     f"stored vectors have {dim} dimensions, the model gives {len(query)}"
                 )
-        if mode != "vector":
-            store.load_fts(con)
-            if not stale_ok and not store.fts_is_current(con):
-                return None
+        if mode != "vector" and not stale_ok and not con.keyword_index_current():
+            return None
         return _ranked(con, mode, question, query, fingerprint, k, by_page, url_prefix, title)
 
 
@@ -147,9 +146,9 @@ def _ranked(con, mode, question, query, fingerprint, k, by_page, url_prefix, tit
     while True:
         vec = kw = []
         if mode != "keyword":
-            vec = store.vector_candidates(con, query, fingerprint, depth, url_prefix, title)
+            vec = con.vector_candidates(query, fingerprint, depth, url_prefix, title)
         if mode != "vector":
-            kw = _keyword(con, question, fingerprint, depth, url_prefix, title)
+            kw = con.keyword_candidates(question, fingerprint, depth, url_prefix, title)
         if mode == "hybrid":
             scored = fuse([vec, kw])
         else:
@@ -159,12 +158,6 @@ def _ranked(con, mode, question, query, fingerprint, k, by_page, url_prefix, tit
         if len(out) >= k or exhausted:
             return out
         depth *= 4
-
-
-def _keyword(con, question, fingerprint, depth, url_prefix, title):
-    if not store.fts_index_exists(con):
-        return []
-    return store.keyword_candidates(con, question, fingerprint, depth, url_prefix, title)
 
 
 def fuse(lists: list[list[tuple]]) -> list[tuple[tuple, float]]:
@@ -199,15 +192,14 @@ def rebuild_fts(settings: Settings, wait_s: float = 1.0) -> None:
     """Rebuild the keyword index after chunks changed. Needs the file for writing: while
     ingestion holds it, the stale index is used and rebuilt by a later search."""
     try:
-        with store.connect(settings.duckdb_path, timeout_s=wait_s) as con:
-            store.load_fts(con)
-            age = store.fts_age_s(con)
+        with stores.open_store(settings, wait_s).session(read_only=False) as con:
+            age = con.keyword_index_age_s()
             if age is not None and age < FTS_REBUILD_AFTER_S:
                 return
-            if not store.fts_is_current(con):
-                took = store.rebuild_fts_index(con)
+            if not con.keyword_index_current():
+                took = con.rebuild_keyword_index()
                 log.info("keyword index rebuilt in %.2f s", took)
-    except store.StoreLockedError:
+    except stores.StoreLockedError:
         log.info("keyword index is stale and the store is busy: using the stale index")
 
 

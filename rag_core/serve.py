@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from rag_core import search as search_mod
-from rag_core import store
+from rag_core import stores
 from rag_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -99,14 +99,11 @@ class Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": f"no such path: {url.path}"})
 
     def _healthz(self) -> None:
-        path = self.server.settings.duckdb_path
+        store = stores.open_store(self.server.settings, 5)
         try:
-            with store.connect(path, read_only=True, timeout_s=5) as con:
-                chunks = (
-                    con.execute("SELECT count(*) FROM chunks").fetchone()[0]
-                    if store.table_exists(con, "chunks")
-                    else 0
-                )
+            if not store.exists():
+                raise FileNotFoundError(f"{store} holds nothing yet")
+            chunks = store.table_counts()["chunks"]
         except Exception as exc:  # noqa: BLE001 - reported to the caller as unhealthy
             self._json(503, {"status": "unavailable", "error": str(exc)})
             return
@@ -144,7 +141,7 @@ class Handler(BaseHTTPRequestHandler):
         except search_mod.SearchError as exc:
             self._json(400, {"error": str(exc)})
             return
-        except store.StoreLockedError as exc:
+        except stores.StoreLockedError as exc:
             self._json(503, {"error": str(exc)})
             return
         self._json(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rag_core import prune, store
+from rag_core import prune, stores
 from rag_core.instance import open_instance
 from rag_core.items import scan_item_files
 from rag_core.redact import mask_secrets
@@ -48,15 +48,7 @@ def legacy_warning(raw_dir: Path) -> str | None:
 
 def table_counts(db_path: Path, timeout_s: float = 30.0) -> dict[str, int]:
     """Row counts of the item tables and ingest_errors (0 where absent); waits out writers."""
-    names = (*store.ITEM_TABLES, "ingest_errors")
-    counts = dict.fromkeys(names, 0)
-    if not db_path.exists():
-        return counts
-    with store.connect(db_path, read_only=True, timeout_s=timeout_s) as con:
-        for name in names:
-            if store.table_exists(con, name):
-                counts[name] = con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
-    return counts
+    return stores.store_at(db_path, timeout_s).table_counts()
 
 
 def store_counts(raw_dir: Path, db_path: Path) -> StoreCounts:
@@ -74,17 +66,7 @@ def store_counts(raw_dir: Path, db_path: Path) -> StoreCounts:
 
 def recent_errors(db_path: Path, limit: int = 200) -> list[dict]:
     """Recorded per-item failures, newest first: item, stage, URL (when known), message."""
-    if not db_path.exists():
-        return []
-    with store.connect(db_path, read_only=True) as con:
-        if not store.table_exists(con, "ingest_errors"):
-            return []
-        rows = con.execute(
-            "SELECT e.item_id, e.stage, r.url, e.error, e.run_id, e.occurred_at "
-            "FROM ingest_errors e LEFT JOIN raw_items r USING (item_id) "
-            "ORDER BY e.occurred_at DESC, e.item_id LIMIT ?",
-            [limit],
-        ).fetchall()
+    rows = stores.store_at(db_path).recent_errors(limit)
     return [
         {
             "item_id": r[0],
@@ -160,10 +142,7 @@ def prune_status(raw_dir: Path) -> dict:
 
 def index_coverage(db_path: Path, fingerprint: str, files: int) -> dict:
     """Pages with vectors under the current index fingerprint, and under any other one."""
-    counts: dict[str, int] = {}
-    if db_path.exists():
-        with store.connect(db_path, read_only=True) as con:
-            counts = store.fingerprint_counts(con)
+    counts = stores.store_at(db_path).fingerprint_counts()
     current = counts.pop(fingerprint, 0)
     return {
         "fingerprint": fingerprint,

@@ -12,8 +12,9 @@ import dagster as dg
 
 from rag_assets.jobs import INGEST_JOB_NAME, LANE_TAG, PRUNE_JOB_NAME, ingest_job, prune_job
 from rag_assets.partitions import ITEMS_PARTITIONS_NAME
-from rag_core import priority, prune, reconcile, store
+from rag_core import priority, prune, reconcile
 from rag_core.batches import MANIFEST_TAG, remove_old_manifests, write_manifest
+from rag_core.stores import StoreLockedError
 from resources.duckdb_store import DuckDBStore
 from resources.raw_items import RawItemStore
 
@@ -140,9 +141,10 @@ def reconcile_files(
         return []
     if blocking_run(context.instance, mode):
         return []
+    store = duckdb.get_store(lock_timeout_seconds=2.0)
     try:
-        ingested = store.read_ingested_files(duckdb.db_path, timeout_s=2.0)
-    except store.StoreLockedError:
+        ingested = store.ingested_files()
+    except StoreLockedError:
         return []  # a writer holds the file: try again next tick
     waiting = set(pending)
     current = fingerprint() if fingerprint else None
@@ -157,11 +159,8 @@ def reconcile_files(
         mtimes = dict(files)
         message = reconcile.GAVE_UP.format(n=reconcile.MAX_ATTEMPTS)
         try:
-            store.record_given_up(
-                duckdb.db_path, {k: mtimes[k] for k in give_up}, message, current or "",
-                timeout_s=2.0,
-            )
-        except store.StoreLockedError:
+            store.record_given_up({k: mtimes[k] for k in give_up}, message, current or "")
+        except StoreLockedError:
             pass  # recorded at the next reconciliation
         context.log.warning(f"{len(give_up)} item(s) given up after repeated failed runs")
     if retry:

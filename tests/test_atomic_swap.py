@@ -22,7 +22,7 @@ PHRASE = "zephyr lattice"
 READER = """
 import json, sys, time
 from pathlib import Path
-from rag_core import store
+from rag_core.stores import duckdb_store as store
 db, key, stop, out = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), open(sys.argv[4], "w")
 while not stop.exists():
     with store.connect(db, read_only=True, timeout_s=60) as con:

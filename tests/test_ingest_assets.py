@@ -213,8 +213,11 @@ def test_asset_checks_catch_missing_wrong_and_non_finite_vectors(site, tmp_path)
     assert every_chunk_embedded(duckdb=db).passed
     assert embedding_dimension_matches_model(duckdb=db, embedder=embedder).passed
     assert embeddings_are_finite(duckdb=db).passed
-    first, second = [r[0] for r in db.query("SELECT chunk_id FROM embeddings ORDER BY 1 LIMIT 2")]
-    with db.write() as con:
+    from rag_core.stores import duckdb_store
+
+    with duckdb_store.connect(settings.duckdb_path) as con:
+        rows = con.execute("SELECT chunk_id FROM embeddings ORDER BY 1 LIMIT 2").fetchall()
+        first, second = [r[0] for r in rows]
         con.execute("DELETE FROM embeddings WHERE chunk_id = ?", [first])
         con.execute(
             "UPDATE embeddings SET embedding = list_transform(embedding::FLOAT[], "

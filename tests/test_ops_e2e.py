@@ -27,11 +27,11 @@ import dagster as dg
 import duckdb
 import pytest
 
-from rag_core import store
 from rag_core.ids import item_key
 from rag_core.instance import open_instance
 from rag_core.items import scan_item_files
 from rag_core.runner import free_port
+from rag_core.stores import duckdb_store as store
 from tests.test_e2e_daemon import SlowHandler, table
 
 pytestmark = pytest.mark.e2e

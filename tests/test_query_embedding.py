@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag_core import store
 from rag_core.embedders import sentence_transformers as embedding
 from rag_core.embedders.numpy_bert import NumpyBertEncoder
 from rag_core.embedders.server_client import health
@@ -22,6 +21,7 @@ from rag_core.fingerprint import settings_fingerprint
 from rag_core.ids import item_key
 from rag_core.server_state import ServerState, live_server, read_state, state_path, write_state
 from rag_core.settings import TOKEN_ENV, new_token
+from rag_core.stores import duckdb_store as store
 from tests.helpers import settings_for
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import duckdb
 
 from rag_assets.definitions import build_definitions
 from rag_assets.ingest import chunks, documents, embeddings, raw_items
-from rag_core import reconcile, store
+from rag_core import reconcile, stores
 from rag_core.embedders import SentenceTransformersEmbedder
 from rag_core.status import recent_errors
 from resources.embedder import EmbedderResource
@@ -73,7 +73,7 @@ def test_a_failed_batch_is_completed_later_without_a_recrawl(instance, tmp_path)
 
 
 def reconcile_view(settings):
-    return store.read_ingested_files(settings.duckdb_path, timeout_s=5).items()
+    return stores.store_at(settings.duckdb_path, 5).ingested_files().items()
 
 
 def test_backoff_then_give_up_once(tmp_path):
@@ -94,9 +94,9 @@ def test_backoff_then_give_up_once(tmp_path):
     # Given up: one error row, and its file version is no longer "unstored".
     db = tmp_path / "rag.duckdb"
     for _ in range(2):
-        store.record_given_up(db, {"a": 123}, "gave up", "fp1", timeout_s=5)
+        stores.store_at(db, 5).record_given_up({"a": 123}, "gave up", "fp1")
     assert [e["item_id"] for e in recent_errors(db)] == ["a"]
-    ingested = store.read_ingested_files(db, timeout_s=5)
+    ingested = stores.store_at(db, 5).ingested_files()
     assert reconcile.unstored([("a", 123)], ingested, "fp1") == []
     assert reconcile.unstored([("a", 124)], ingested, "fp1") == ["a"]  # its file changed
     assert reconcile.unstored([("a", 123)], ingested, "fp2") == ["a"]  # settings changed

@@ -95,8 +95,8 @@ def test_a_stopped_session_leaves_no_heartbeat_behind(tmp_path):
 def test_summary_ends_with_a_search_on_the_ingested_site_and_the_ui_command(tmp_path):
     import shlex
 
-    from rag_core import store
     from rag_core.runner import next_commands
+    from rag_core.stores import duckdb_store as store
     from tests.helpers import settings_for
 
     settings = settings_for(tmp_path / "data")

@@ -9,9 +9,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from rag_core import store
 from rag_core.fingerprint import settings_fingerprint
 from rag_core.search import SearchError, dedupe, fuse, search
+from rag_core.stores import duckdb_store as store
 from tests.helpers import settings_for
 
 DIM = 8

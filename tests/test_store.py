@@ -9,7 +9,7 @@ import time
 import duckdb
 import pytest
 
-from rag_core import store
+from rag_core.stores import duckdb_store as store
 from resources.duckdb_store import DuckDBStore
 
 # Another process that opens the database for writing, says so, and holds it for a while.
@@ -19,46 +19,28 @@ HOLD = (
 )
 
 
+def raw_row(key: str, url: str | None = "http://a/") -> tuple:
+    """A raw_items row in the column order of rag_core.stores.RAW_COLUMNS."""
+    return (key, url, url, 200, "text/html", "A", "", 10, False, [], f"/{key}.json")
+
+
 def test_store_stage_replaces_rows_and_errors_in_one_go(tmp_path):
-    db = DuckDBStore(path=str(tmp_path / "t.duckdb"))
-    cols = (
-        "item_id",
-        "url",
-        "title",
-        "text",
-        "content_hash",
-        "word_count",
-        "headings",
-        "fetched_at",
-    )
-    row = ("a", "http://a/", "A", "text", "h", 1, ["A"], "")
-    db.store_stage("documents", ["a", "b"], "documents", cols, [row], ["a"], {"b": "broken"}, "r1")
-    db.store_stage("documents", ["a", "b"], "documents", cols, [row], ["a"], {"b": "broken"}, "r2")
-    assert db.query("SELECT item_id, count(*) FROM documents GROUP BY 1") == [("a", 1)]
-    assert db.query("SELECT item_id, stage, run_id FROM ingest_errors") == [
-        ("b", "documents", "r2")
-    ]
+    db = DuckDBStore(path=str(tmp_path / "t.duckdb")).get_store()
+    db.store_raw_items(["a", "b"], [raw_row("a")], {"b": "broken"}, "r1")
+    db.store_raw_items(["a", "b"], [raw_row("a")], {"b": "broken"}, "r2")
+    assert db.table_counts()["raw_items"] == 1
+    assert [(e[0], e[1], e[4]) for e in db.recent_errors()] == [("b", "raw_items", "r2")]
     # b is fixed on the next run: its error row goes away.
-    db.store_stage("documents", ["b"], "documents", cols, [("b", *row[1:])], ["b"], {}, "r3")
-    assert db.query("SELECT count(*) FROM ingest_errors") == [(0,)]
+    db.store_raw_items(["b"], [raw_row("b")], {}, "r3")
+    assert db.table_counts()["ingest_errors"] == 0
 
 
 def test_failed_transaction_leaves_previous_rows(tmp_path):
-    db = DuckDBStore(path=str(tmp_path / "t.duckdb"))
-    cols = (
-        "item_id",
-        "url",
-        "title",
-        "text",
-        "content_hash",
-        "word_count",
-        "headings",
-        "fetched_at",
-    )
-    db.replace_items("documents", ["a"], cols, [("a", "u", "t", "old", "h", 1, [], "")])
+    db = DuckDBStore(path=str(tmp_path / "t.duckdb")).get_store()
+    db.store_raw_items(["a"], [raw_row("a", "http://old/")], {}, "r1")
     with pytest.raises(duckdb.Error):
-        db.replace_items("documents", ["a"], cols, [("a", None, "t", "new", "h", 1, [], "")])
-    assert db.query("SELECT text FROM documents") == [("old",)]
+        db.store_raw_items(["a"], [raw_row("a", None)], {}, "r2")
+    assert db.urls(["a"]) == {"a": "http://old/"}
 
 
 def test_embeddings_dimension_mismatch_is_a_clear_error(tmp_path):

@@ -1,4 +1,6 @@
-"""The DuckDB store: schema, short write transactions, lock-tolerant connections.
+"""The DuckDB store's SQL: schema, short write transactions, lock-tolerant connections, and
+every statement the platform runs (functions over a connection; ``duckdb_impl.DuckDBStore``
+is the Store on top of them).
 
 DuckDB lets one process hold the file for writing and then no other process may
 open it, not even to read. So every user of the file (ingestion runs, the CLI's
@@ -15,66 +17,37 @@ from pathlib import Path
 
 import duckdb
 
+from rag_core.stores.base import (
+    CHUNK_COLUMNS,
+    DOC_COLUMNS,
+    ITEM_TABLES,
+    RAW_COLUMNS,
+    STAGED,
+    STAGING_TABLES,
+    TABLE_COLUMNS,
+    VECTOR_COLUMNS,
+    Candidate,
+    StoreLockedError,
+    columns,
+)
+
 LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS raw_items (
-    item_id VARCHAR PRIMARY KEY,
-    url VARCHAR NOT NULL,
-    requested_url VARCHAR,
-    status INTEGER,
-    content_type VARCHAR,
-    title VARCHAR,
-    fetched_at VARCHAR,
-    html_chars BIGINT,
-    truncated BOOLEAN,
-    links VARCHAR[],
-    file_path VARCHAR
-);
-CREATE TABLE IF NOT EXISTS documents (
-    item_id VARCHAR PRIMARY KEY,
-    url VARCHAR NOT NULL,
-    title VARCHAR,
-    text VARCHAR NOT NULL,
-    content_hash VARCHAR NOT NULL,
-    word_count INTEGER,
-    headings VARCHAR[],
-    fetched_at VARCHAR
-);
-CREATE TABLE IF NOT EXISTS chunks (
-    chunk_id VARCHAR PRIMARY KEY,
-    item_id VARCHAR NOT NULL,
-    chunk_index INTEGER NOT NULL,
-    heading VARCHAR,
-    text VARCHAR NOT NULL,
-    token_count INTEGER NOT NULL,
-    content_hash VARCHAR NOT NULL
-);
-CREATE TABLE IF NOT EXISTS ingest_errors (
-    item_id VARCHAR NOT NULL,
-    stage VARCHAR NOT NULL,
-    error VARCHAR NOT NULL,
-    run_id VARCHAR,
-    occurred_at TIMESTAMPTZ DEFAULT current_timestamp,
-    PRIMARY KEY (item_id, stage)
-);
-"""
 
-# The vector column's width is the model's dimension, so this table is created on first use.
-EMBEDDINGS_DDL = """
-CREATE TABLE IF NOT EXISTS embeddings (
-    chunk_id VARCHAR PRIMARY KEY,
-    item_id VARCHAR NOT NULL,
-    model VARCHAR NOT NULL,
-    embedding FLOAT[{dim}] NOT NULL
-);
-"""
-
-ITEM_TABLES = ("raw_items", "documents", "chunks", "embeddings")
+def table_ddl(table: str, vector_type: str | None = None) -> str:
+    """CREATE TABLE IF NOT EXISTS for ``table`` from its one declaration (base.TABLE_COLUMNS);
+    the embeddings table takes the implementation's ``vector_type`` for its vector column."""
+    cols = [f"{name} {kind}" for name, kind in TABLE_COLUMNS[STAGED.get(table, table)]]
+    if table == "embeddings":
+        cols.append(f"embedding {vector_type} NOT NULL")
+    if table == "ingest_errors":
+        cols.append("PRIMARY KEY (item_id, stage)")
+    return f"CREATE TABLE IF NOT EXISTS {table} (\n    " + ",\n    ".join(cols) + "\n);\n"
 
 
-class StoreLockedError(RuntimeError):
-    """The DuckDB file stayed locked by another process for longer than the timeout."""
+def vector_type(dim: int) -> str:
+    """DuckDB's fixed-width array: array_cosine_similarity needs it, and it stores compactly."""
+    return f"FLOAT[{int(dim)}]"
 
 
 def is_lock_error(exc: BaseException) -> bool:
@@ -123,13 +96,19 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
     con.execute("COMMIT")
 
 
-def ensure_schema(con: duckdb.DuckDBPyConnection, dim: int | None = None) -> None:
-    """Create the tables if missing; the embeddings table needs the model's dimension."""
-    con.execute(SCHEMA)
-    con.execute(STAGING_SCHEMA)
-    con.execute(INGESTED_SCHEMA)
+def ensure_schema(
+    con: duckdb.DuckDBPyConnection,
+    dim: int | None = None,
+    vector_type=vector_type,
+    ddl=table_ddl,
+) -> None:
+    """Create the tables if missing; the embeddings table needs the model's dimension.
+    ``vector_type`` and ``ddl`` are a store implementation's (DuckDBStore's override points)."""
+    for table in ("raw_items", "documents", "chunks", "ingest_errors", *STAGING_TABLES):
+        con.execute(ddl(table))
+    con.execute(ddl("ingested_files"))
     if dim is not None:
-        con.execute(EMBEDDINGS_DDL.format(dim=int(dim)))
+        con.execute(ddl("embeddings", vector_type(dim)))
         # The index fingerprint of each vector (rag_core.fingerprint); added to older files.
         con.execute("ALTER TABLE embeddings ADD COLUMN IF NOT EXISTS fingerprint VARCHAR")
         stored = embeddings_dimension(con)
@@ -149,7 +128,8 @@ def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
 
 
 def embeddings_dimension(con: duckdb.DuckDBPyConnection) -> int | None:
-    """Width of the embeddings' FLOAT[n] column, or None when the table is absent."""
+    """Width of the embeddings' FLOAT[n] column (of a stored vector where the column is a
+    FLOAT[] list), or None when the table is absent or holds no vector to measure."""
     row = con.execute(
         "SELECT data_type FROM information_schema.columns "
         "WHERE table_name = 'embeddings' AND column_name = 'embedding'"
@@ -157,7 +137,11 @@ def embeddings_dimension(con: duckdb.DuckDBPyConnection) -> int | None:
     if not row:
         return None
     text = str(row[0])
-    return int(text[text.index("[") + 1 : text.index("]")])
+    width = text[text.index("[") + 1 : text.index("]")]
+    if width:
+        return int(width)
+    row = con.execute("SELECT len(embedding) FROM embeddings LIMIT 1").fetchone()
+    return int(row[0]) if row else None
 
 
 def delete_items(con: duckdb.DuckDBPyConnection, table: str, item_ids: Sequence[str]) -> None:
@@ -183,35 +167,9 @@ def insert_rows(
 # stage then replaces an item's documents, chunks and embeddings rows in ONE transaction
 # (publish_items). A reader sees a page's old version or its new one, never neither (new
 # chunks without vectors) and never a mix (a new document with old chunks).
-STAGING_SCHEMA = """
-CREATE TABLE IF NOT EXISTS staged_documents (
-    item_id VARCHAR PRIMARY KEY,
-    url VARCHAR NOT NULL,
-    title VARCHAR,
-    text VARCHAR NOT NULL,
-    content_hash VARCHAR NOT NULL,
-    word_count INTEGER,
-    headings VARCHAR[],
-    fetched_at VARCHAR
-);
-CREATE TABLE IF NOT EXISTS staged_chunks (
-    chunk_id VARCHAR PRIMARY KEY,
-    item_id VARCHAR NOT NULL,
-    chunk_index INTEGER NOT NULL,
-    heading VARCHAR,
-    text VARCHAR NOT NULL,
-    token_count INTEGER NOT NULL,
-    content_hash VARCHAR NOT NULL
-);
-"""
-STAGING_TABLES = ("staged_documents", "staged_chunks")
-
-
 def publish_items(
     con: duckdb.DuckDBPyConnection,
     item_ids: Sequence[str],
-    doc_columns: Sequence[str],
-    chunk_columns: Sequence[str],
     vector_rows: Sequence[tuple],
 ) -> None:
     """Inside the caller's transaction: make the staged version of ``item_ids`` (with their
@@ -220,7 +178,7 @@ def publish_items(
     ids = list(item_ids)
     if not ids:
         return
-    docs, cols = ", ".join(doc_columns), ", ".join(chunk_columns)
+    docs, cols = ", ".join(DOC_COLUMNS), ", ".join(CHUNK_COLUMNS)
     staged_docs = (
         "SELECT item_id FROM staged_documents WHERE item_id IN (SELECT unnest(?))"
     )
@@ -237,10 +195,7 @@ def publish_items(
         [ids],
     )
     delete_items(con, "embeddings", ids)
-    insert_rows(
-        con, "embeddings", ("chunk_id", "item_id", "model", "fingerprint", "embedding"),
-        vector_rows,
-    )  # fmt: skip
+    insert_rows(con, "embeddings", VECTOR_COLUMNS, vector_rows)
     for table in STAGING_TABLES:
         delete_items(con, table, ids)
 
@@ -393,19 +348,21 @@ def vector_candidates(
     limit: int,
     url_prefix: str = "",
     title: str = "",
+    score: str | None = None,
 ) -> list[tuple]:
     """Top ``limit`` chunks by cosine similarity to ``query``: (chunk_id, item_id, title, url,
     heading, text, content_hash, chunk_index, score). A top-N scan (no window over the table):
-    callers de-duplicate the few rows returned."""
+    callers de-duplicate the few rows returned. ``score`` is the similarity expression over
+    ``e.embedding`` (default: ``array_score(query)``; a store of FLOAT[] lists gives its own)."""
     filtered = bool(url_prefix or title)
     # The question vector goes in as a constant: as a parameter, DuckDB casts the list to
     # FLOAT[n] on every row (measured ~5x slower on 20k rows). Only floats are formatted here.
-    vector = "[" + ",".join(repr(float(x)) for x in query) + f"]::FLOAT[{len(query)}]"
+    score = score or array_score(query)
     join = "JOIN chunks c USING (chunk_id) JOIN documents d ON d.item_id = c.item_id"
     return con.execute(
         f"""
         WITH top AS (
-            SELECT e.chunk_id, array_cosine_similarity(e.embedding, {vector}) AS score
+            SELECT e.chunk_id, {score} AS score
             FROM embeddings e {join if filtered else ""}
             WHERE e.fingerprint = $fingerprint {"AND " + _filters_sql() if filtered else ""}
             ORDER BY score DESC, e.chunk_id
@@ -419,6 +376,16 @@ def vector_candidates(
         {"fingerprint": fingerprint, "limit": limit}
         | ({"prefix": url_prefix, "title": title} if filtered else {}),
     ).fetchall()
+
+
+def vector_literal(query: Sequence[float]) -> str:
+    """The question vector as a SQL list constant (only floats are formatted in)."""
+    return "[" + ",".join(repr(float(x)) for x in query) + "]"
+
+
+def array_score(query: Sequence[float]) -> str:
+    """Cosine similarity of the FLOAT[n] column ``e.embedding`` with ``query``."""
+    return f"array_cosine_similarity(e.embedding, {vector_literal(query)}::FLOAT[{len(query)}])"
 
 
 def _filters_sql() -> str:
@@ -456,16 +423,6 @@ def metric_counts(con: duckdb.DuckDBPyConnection, model: str) -> dict:
 # "stored" (published) or "error" (a stage recorded why). An item file whose mtime differs,
 # or that is still "started" when no run is in flight, was not ingested: the sensor asks
 # for it again (sensors/raw_item_files.py, rag_core/reconcile.py).
-INGESTED_SCHEMA = """
-CREATE TABLE IF NOT EXISTS ingested_files (
-    item_id VARCHAR PRIMARY KEY,
-    mtime_ns BIGINT NOT NULL,
-    state VARCHAR NOT NULL,
-    fingerprint VARCHAR
-);
-"""
-
-
 def mark_files_started(con: duckdb.DuckDBPyConnection, mtimes: dict[str, int]) -> None:
     """Record the file versions a run is about to ingest."""
     delete_items(con, "ingested_files", list(mtimes))
@@ -485,16 +442,13 @@ def set_files_state(
         )
 
 
-def read_ingested_files(path: Path, timeout_s: float) -> dict[str, tuple[int, str, str]]:
+def read_ingested_files(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, str, str]]:
     """item_id -> (mtime_ns, state, fingerprint) of every ingested file version."""
-    if not path.exists():
+    if not table_exists(con, "ingested_files"):
         return {}
-    with connect(path, read_only=True, timeout_s=timeout_s) as con:
-        if not table_exists(con, "ingested_files"):
-            return {}
-        rows = con.execute(
-            "SELECT item_id, mtime_ns, state, fingerprint FROM ingested_files"
-        ).fetchall()
+    rows = con.execute(
+        "SELECT item_id, mtime_ns, state, fingerprint FROM ingested_files"
+    ).fetchall()
     return {key: (mtime, state, fp) for key, mtime, state, fp in rows}
 
 
@@ -509,26 +463,222 @@ def fingerprint_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
 
 
 def record_given_up(
-    path: Path, failures: dict[str, int], message: str, fingerprint: str, timeout_s: float
+    con: duckdb.DuckDBPyConnection, failures: dict[str, int], message: str, fingerprint: str
 ) -> None:
-    """Record items that failed every attempt: one ingest_errors row each (stage
-    "ingest"), and their file version marked "error" so they are not asked for again
-    until the file changes."""
-    with connect(path, timeout_s=timeout_s) as con:
-        ensure_schema(con)
-        with transaction(con):
-            keys = list(failures)
-            con.execute(
-                "DELETE FROM ingest_errors WHERE stage = 'ingest' "
-                "AND item_id IN (SELECT unnest(?))",
-                [keys],
-            )
-            insert_rows(
-                con, "ingest_errors", ("item_id", "stage", "error"),
-                [(key, "ingest", message) for key in keys],
-            )  # fmt: skip
-            delete_items(con, "ingested_files", keys)
-            insert_rows(
-                con, "ingested_files", ("item_id", "mtime_ns", "state", "fingerprint"),
-                [(key, mtime, "error", fingerprint) for key, mtime in failures.items()],
-            )  # fmt: skip
+    """Inside the caller's transaction: record items that failed every attempt: one
+    ingest_errors row each (stage "ingest"), and their file version marked "error" so they
+    are not asked for again until the file changes."""
+    keys = list(failures)
+    replace_errors(con, "ingest", keys, dict.fromkeys(keys, message), None)
+    delete_items(con, "ingested_files", keys)
+    insert_rows(
+        con, "ingested_files", columns("ingested_files"),
+        [(key, mtime, "error", fingerprint) for key, mtime in failures.items()],
+    )  # fmt: skip
+
+
+def replace_errors(
+    con: duckdb.DuckDBPyConnection,
+    stage: str,
+    item_ids: Sequence[str],
+    errors: dict[str, str],
+    run_id: str | None,
+) -> None:
+    """Inside the caller's transaction: the stage's error rows of ``item_ids`` become
+    ``errors`` (fixed items lose theirs)."""
+    if item_ids:
+        con.execute(
+            "DELETE FROM ingest_errors WHERE stage = ? AND item_id IN (SELECT unnest(?))",
+            [stage, list(item_ids)],
+        )
+    rows = [(key, stage, message[:2000], run_id) for key, message in errors.items()]
+    insert_rows(con, "ingest_errors", ("item_id", "stage", "error", "run_id"), rows)
+
+
+def _in_list(column: str = "item_id") -> str:
+    return f"{column} IN (SELECT unnest(?))"
+
+
+# -- the reads and writes behind the Store's methods (duckdb_impl.DuckDBStore) ---------------
+
+
+def store_stage(
+    con: duckdb.DuckDBPyConnection,
+    stage: str,
+    table: str,
+    batch: Sequence[str],
+    rows: Sequence[tuple],
+    stored_ids: Sequence[str],
+    errors: dict[str, str],
+    run_id: str,
+) -> None:
+    """Inside the caller's transaction: the rows of ``stored_ids`` in ``table`` become ``rows``
+    and the stage's errors of the whole ``batch`` become ``errors``. Items that failed keep
+    their last good rows, so a broken re-fetch never loses stored data."""
+    delete_items(con, table, stored_ids)
+    insert_rows(con, table, columns(table), rows)
+    replace_errors(con, stage, batch, errors, run_id)
+
+
+def delete_everywhere(con: duckdb.DuckDBPyConnection, item_ids: Sequence[str]) -> None:
+    """Inside the caller's transaction: the items' rows of every table."""
+    for table in (*ITEM_TABLES, *STAGING_TABLES, "ingested_files", "ingest_errors"):
+        delete_items(con, table, list(item_ids))
+
+
+def load_rows(
+    con: duckdb.DuckDBPyConnection,
+    documents: Sequence[tuple],
+    chunks: Sequence[tuple],
+    vector_rows: Sequence[tuple],
+) -> None:
+    """Bulk insert into a fresh store; document rows may stop after any leading columns."""
+    doc_columns = DOC_COLUMNS[: len(documents[0])] if documents else DOC_COLUMNS
+    insert_rows(con, "documents", doc_columns, documents)
+    insert_rows(con, "chunks", CHUNK_COLUMNS, chunks)
+    insert_rows(con, "embeddings", VECTOR_COLUMNS, vector_rows)
+
+
+def _select(
+    con: duckdb.DuckDBPyConnection, table: str, sql: str, params: Sequence | None = None
+) -> list:
+    """Rows of ``sql``, or none while ``table`` does not exist yet."""
+    if not table_exists(con, table):
+        return []
+    return con.execute(sql, list(params or [])).fetchall()
+
+
+def raw_item_ids(con: duckdb.DuckDBPyConnection, item_ids: Sequence[str]) -> set[str]:
+    sql = f"SELECT item_id FROM raw_items WHERE {_in_list()}"
+    return {r[0] for r in _select(con, "raw_items", sql, [list(item_ids)])}
+
+
+def staged_documents(con: duckdb.DuckDBPyConnection, item_ids: Sequence[str]) -> list[tuple]:
+    sql = f"SELECT item_id, title, text, content_hash FROM staged_documents WHERE {_in_list()}"
+    return _select(con, "staged_documents", sql, [list(item_ids)])
+
+
+def staged_chunks(con: duckdb.DuckDBPyConnection, item_ids: Sequence[str]) -> list[tuple]:
+    sql = (
+        f"SELECT chunk_id, item_id, text FROM staged_chunks WHERE {_in_list()} "
+        "ORDER BY item_id, chunk_index"
+    )
+    return _select(con, "staged_chunks", sql, [list(item_ids)])
+
+
+def stored_vectors(
+    con: duckdb.DuckDBPyConnection, chunk_ids: Sequence[str], fingerprint: str
+) -> dict[str, list[float]]:
+    sql = (
+        "SELECT chunk_id, embedding FROM embeddings WHERE fingerprint = ? "
+        f"AND {_in_list('chunk_id')}"
+    )
+    return dict(_select(con, "embeddings", sql, [fingerprint, list(chunk_ids)]))
+
+
+def item_summaries(con: duckdb.DuckDBPyConnection, item_ids: Sequence[str]) -> list[tuple]:
+    vectors = (
+        "(SELECT count(*) FROM embeddings e WHERE e.item_id = d.item_id)"
+        if table_exists(con, "embeddings")
+        else "0"
+    )
+    sql = (
+        "SELECT d.item_id, d.title, d.url, d.word_count, "
+        " (SELECT count(*) FROM chunks c WHERE c.item_id = d.item_id), "
+        f" {vectors}, "
+        " (SELECT c.text FROM chunks c WHERE c.item_id = d.item_id AND c.chunk_index = 0) "
+        f"FROM documents d WHERE d.{_in_list()}"
+    )
+    return _select(con, "documents", sql, [list(item_ids)])
+
+
+def item_errors(con: duckdb.DuckDBPyConnection, item_ids: Sequence[str]) -> list[tuple]:
+    sql = f"SELECT item_id, stage, error FROM ingest_errors WHERE {_in_list()}"
+    return _select(con, "ingest_errors", sql, [list(item_ids)])
+
+
+def item_urls(con: duckdb.DuckDBPyConnection, item_ids: Sequence[str]) -> dict[str, str]:
+    sql = f"SELECT item_id, url FROM raw_items WHERE {_in_list()}"
+    return dict(_select(con, "raw_items", sql, [list(item_ids)]))
+
+
+def graph_rows(
+    con: duckdb.DuckDBPyConnection, item_ids: Sequence[str]
+) -> tuple[list[tuple], list[tuple]]:
+    keys = [list(item_ids)]
+    if not table_exists(con, "documents"):
+        return [], []
+    docs = con.execute(
+        "SELECT d.item_id, d.url, d.title, d.content_hash, r.links FROM documents d "
+        f"LEFT JOIN raw_items r USING (item_id) WHERE d.{_in_list()}",
+        keys,
+    ).fetchall()
+    vectors = (
+        "e.embedding FROM chunks c LEFT JOIN embeddings e USING (chunk_id)"
+        if table_exists(con, "embeddings")
+        else "NULL FROM chunks c"
+    )
+    chunk_rows = con.execute(
+        f"SELECT c.item_id, c.chunk_id, c.chunk_index, c.text, {vectors} "
+        f"WHERE c.{_in_list()} ORDER BY c.item_id, c.chunk_index",
+        keys,
+    ).fetchall()
+    return docs, chunk_rows
+
+
+def table_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Rows of each item table and of ingest_errors (0 where absent)."""
+    counts = {}
+    for name in (*ITEM_TABLES, "ingest_errors"):
+        rows = _select(con, name, f"SELECT count(*) FROM {name}")
+        counts[name] = rows[0][0] if rows else 0
+    return counts
+
+
+def recent_errors(con: duckdb.DuckDBPyConnection, limit: int) -> list[tuple]:
+    sql = (
+        "SELECT e.item_id, e.stage, r.url, e.error, e.run_id, e.occurred_at "
+        "FROM ingest_errors e LEFT JOIN raw_items r USING (item_id) "
+        "ORDER BY e.occurred_at DESC, e.item_id LIMIT ?"
+    )
+    return _select(con, "ingest_errors", sql, [limit])
+
+
+def embedding_coverage(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int, list[str]]:
+    if not table_exists(con, "embeddings"):
+        return 0, 0, 0, []
+    missing, orphans, duplicates = con.execute(
+        "SELECT (SELECT count(*) FROM chunks c ANTI JOIN embeddings e USING (chunk_id)),"
+        " (SELECT count(*) FROM embeddings e ANTI JOIN chunks c USING (chunk_id)),"
+        " (SELECT count(*) - count(DISTINCT chunk_id) FROM embeddings)"
+    ).fetchone()
+    sample = con.execute(
+        "SELECT c.item_id FROM chunks c ANTI JOIN embeddings e USING (chunk_id) LIMIT 10"
+    ).fetchall()
+    return missing, orphans, duplicates, sorted({r[0] for r in sample})
+
+
+def vector_widths(con: duckdb.DuckDBPyConnection) -> list[tuple[int, str, int]]:
+    sql = "SELECT len(embedding), model, count(*) FROM embeddings GROUP BY ALL"
+    return _select(con, "embeddings", sql)
+
+
+def non_finite_vectors(con: duckdb.DuckDBPyConnection) -> int:
+    sql = (
+        "SELECT count(*) FROM embeddings "
+        "WHERE list_bool_or(list_transform(embedding::FLOAT[], lambda x: NOT isfinite(x)))"
+    )
+    rows = _select(con, "embeddings", sql)
+    return rows[0][0] if rows else 0
+
+# Re-exported for callers that build rows in the tables' column order.
+__all__ = [
+    "CHUNK_COLUMNS",
+    "DOC_COLUMNS",
+    "ITEM_TABLES",
+    "RAW_COLUMNS",
+    "STAGING_TABLES",
+    "VECTOR_COLUMNS",
+    "Candidate",
+    "StoreLockedError",
+]
