@@ -22,7 +22,6 @@ from rag_core.settings import Settings
 from tests.helpers import (
     HttpServer,
     LocalSite,
-    free_port,
     settings_for,
     start_http_server,
     start_static_site,
@@ -125,12 +124,6 @@ def instance():
 
 
 # -- ports and local sites ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def port() -> int:
-    """A free TCP port on 127.0.0.1 (for servers that cannot be given port 0)."""
-    return free_port()
 
 
 @pytest.fixture
