@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv run test lint dev bench bench-search browser postgres-docs soak clean-data \
+.PHONY: venv run test test-unit lint dev bench bench-search browser postgres-docs soak clean-data \
 	env-example test-servers
 
 $(STAMP): pyproject.toml
@@ -33,6 +33,10 @@ postgres-docs:
 ## Lint, then the whole test suite (unit, in-process Dagster, real daemon end to end).
 test: venv lint browser test-servers
 	$(BIN)/python -m pytest -q
+
+## Only the unit tier (pure functions: no Dagster instance, no server, no subprocess); fast.
+test-unit: venv
+	$(BIN)/python -m pytest -q -m unit
 
 # Servers the tests start themselves on free ports: Prometheus (Debian package) scrapes a
 # real `rag run` in tests/test_ops_e2e.py.

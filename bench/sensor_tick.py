@@ -3,10 +3,11 @@
     python -m bench.sensor_tick --files 10000 --json out.json
 
 Writes ``--files`` tiny item files, builds the streaming sensor, and evaluates it with
-``dg.build_sensor_context`` on a ``dg.instance_for_test()`` instance (SQLite storage, as the
-project's instance). A tick's cost is the evaluation plus registering its new partitions
-(the daemon applies the partition requests in the same tick). Then two more ticks: nothing
-new (all files known), and 100 new files on top of the known ones.
+``dg.build_sensor_context`` (through ``sensors/testing.py``) on a ``dg.instance_for_test()``
+instance (SQLite storage, as the project's instance). A tick's cost is the evaluation plus
+registering its new partitions (the daemon applies the partition requests in the same
+tick). Then two more ticks: nothing new (all files known), and 100 new files on top of the
+known ones.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ import dagster as dg
 
 from rag_core.ids import item_key
 from rag_core.items import item_file_name
-from resources.duckdb_store import DuckDBStore
-from resources.raw_items import RawItemStore
 from sensors.raw_item_files import build_raw_item_files_sensor
+from sensors.testing import apply_partition_requests, raw_item_files_context
 
 
 def write_tiny_items(raw_dir: Path, start: int, count: int) -> None:
@@ -36,22 +36,12 @@ def write_tiny_items(raw_dir: Path, start: int, count: int) -> None:
 
 
 def tick(sensor, instance, raw_dir: Path, cursor: str | None) -> dict:
-    context = dg.build_sensor_context(
-        instance=instance,
-        cursor=cursor,
-        resources={
-            "raw_store": RawItemStore(raw_dir=str(raw_dir)),
-            "duckdb": DuckDBStore(path=str(raw_dir.parent / "rag.duckdb")),
-        },
-    )
+    context = raw_item_files_context(instance, raw_dir, cursor=cursor)
     t = time.perf_counter()
     result = sensor(context)
     evaluate_s = time.perf_counter() - t
     t = time.perf_counter()
-    added = 0
-    for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
-        added += len(request.partition_keys)
+    added = apply_partition_requests(instance, result)
     register_s = time.perf_counter() - t
     return {
         "evaluate_s": round(evaluate_s, 3),

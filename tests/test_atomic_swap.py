@@ -10,8 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from tests.helpers import paragraphs, settings_for, write_page
-from tests.test_ingest_assets import materialize
+from tests.helpers import materialize_range, paragraphs, write_page
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PHRASE = "zephyr lattice"
@@ -42,8 +41,7 @@ while not stop.exists():
 """
 
 
-def test_search_finds_a_changing_page_at_every_moment(tmp_path):
-    settings = settings_for(tmp_path / "data", EMBEDDING_SERVER="false")
+def test_search_finds_a_changing_page_at_every_moment(settings, tmp_path):
     raw = settings.raw_dir
     url = "http://docs.test/guide"
     body = f"<h2>Overview</h2><p>The {PHRASE} keeps state.</p>" + paragraphs("old guide", 12)
@@ -51,7 +49,7 @@ def test_search_finds_a_changing_page_at_every_moment(tmp_path):
     other = [write_page(raw, f"http://docs.test/p{i}", f"P{i}", paragraphs(f"p{i}", 6))
              for i in range(3)]  # fmt: skip
     with dg.instance_for_test() as instance:
-        materialize(instance, settings, [key, *other])
+        materialize_range(instance, settings, [key, *other])
         stop, samples = tmp_path / "stop", tmp_path / "samples.jsonl"
         reader = subprocess.Popen(
             [sys.executable, "-c", READER, str(settings.duckdb_path), key, str(stop), str(samples)],
@@ -65,7 +63,7 @@ def test_search_finds_a_changing_page_at_every_moment(tmp_path):
                     f"{version}.</p>" + paragraphs(f"new guide {version}", 10 + version)
                 )
                 write_page(raw, url, "Guide", new_body)
-                materialize(instance, settings, [key])
+                materialize_range(instance, settings, [key])
             time.sleep(0.5)
         finally:
             stop.write_text("")

@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -28,72 +26,23 @@ from crawler.content import wrongly_declared_wide
 from crawler.middlewares import OffsiteRedirectMiddleware
 from crawler.settings import MAX_PAGE_CHARS
 from crawler.spiders.site import SiteSpider
-from rag_assets.definitions import build_definitions
-from rag_assets.ingest import chunks, documents, embeddings, raw_items
 from rag_core.extraction import MAX_TEXT_CHARS
 from rag_core.ids import canonical_url, item_key
 from rag_core.items import CrawledItem, item_file_name, key_from_file_name, read_item_file
-from tests.helpers import page_html, paragraphs, settings_for
+from tests.helpers import (
+    HttpServer,
+    fixed,
+    materialize_range,
+    page_html,
+    paragraphs,
+    settings_for,
+    start_http_server,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CRAWL_TIMEOUT = 60
 
 # -- the bad site ---------------------------------------------------------------------------------
-
-Route = Callable[[], tuple[int, dict[str, str], bytes]]
-
-
-@dataclass
-class Server:
-    """A threaded HTTP server on 127.0.0.1 that records every path it is asked for."""
-
-    httpd: ThreadingHTTPServer
-    routes: dict[str, Route] = field(default_factory=dict)
-    seen: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def port(self) -> int:
-        return self.httpd.server_address[1]
-
-    def hits(self, path: str) -> int:
-        """How many requests asked for ``path`` (query string ignored)."""
-        with self.lock:
-            return sum(1 for seen in self.seen if seen.split("?", 1)[0] == path)
-
-
-def _start_server() -> Server:
-    server: Server
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server API
-            with server.lock:
-                server.seen.append(self.path)
-            route = server.routes.get(self.path.split("?", 1)[0])
-            if route is None:
-                status, headers, body = 404, {"Content-Type": "text/html"}, b"<h1>Not found</h1>"
-            else:
-                status, headers, body = route()
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    server = Server(httpd)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return server
-
-
-def _fixed(status: int, content_type: str, body: bytes, **extra: str) -> Route:
-    headers = {"Content-Type": content_type, **extra}
-    return lambda: (status, headers, body)
 
 
 def _html(title: str, body: str, *hrefs: str) -> str:
@@ -155,8 +104,8 @@ def _big_page() -> bytes:
 
 @dataclass
 class Crawl:
-    site: Server
-    offsite: Server
+    site: HttpServer
+    offsite: HttpServer
     returncode: int
     stats: dict[str, Any]
     raw: Path
@@ -171,9 +120,9 @@ class Crawl:
         return item_key(self.url(path))
 
 
-def _build_site(site: Server, offsite: Server, big: bytes) -> None:
+def _build_site(site: HttpServer, offsite: HttpServer, big: bytes) -> None:
     port = site.port
-    offsite.routes["/landing"] = _fixed(
+    offsite.routes["/landing"] = fixed(
         200, "text/html", _html("Landing", "<p>Off-site.</p>").encode()
     )
     index_links = (
@@ -200,7 +149,7 @@ def _build_site(site: Server, offsite: Server, big: bytes) -> None:
         "/canon": _html("Canonical page", paragraphs("canonical URLs", 2)),
     }
     site.routes.update(
-        {path: _fixed(200, "text/html", html.encode()) for path, html in pages.items()}
+        {path: fixed(200, "text/html", html.encode()) for path, html in pages.items()}
     )
     for path, (header, meta, encoding, _) in CHARSET_PAGES.items():
         html = (
@@ -209,24 +158,24 @@ def _build_site(site: Server, offsite: Server, big: bytes) -> None:
             "</main></body></html>"
         )
         content_type = f"text/html; charset={header}" if header else "text/html"
-        site.routes[path] = _fixed(200, content_type, html.encode(encoding))
+        site.routes[path] = fixed(200, content_type, html.encode(encoding))
     site.routes.update(
         {
-            "/robots.txt": _fixed(200, "text/plain", b"User-agent: *\nAllow: /\n"),
-            "/binary.html": _fixed(200, "text/html", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 200),
-            "/empty": _fixed(200, "text/html", b""),
-            "/no-main-text": _fixed(
+            "/robots.txt": fixed(200, "text/plain", b"User-agent: *\nAllow: /\n"),
+            "/binary.html": fixed(200, "text/html", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 200),
+            "/empty": fixed(200, "text/html", b""),
+            "/no-main-text": fixed(
                 200,
                 "text/html",
                 b"<html><head><title>Chrome only</title></head><body><header><nav>"
                 b"<a href='/'>Home</a></nav></header><footer>Copyright 2026</footer></body></html>",
             ),
-            "/big.html": _fixed(200, "text/html; charset=utf-8", big),
-            "/loop-a": _fixed(302, "text/html", b"", Location="/loop-b"),
-            "/loop-b": _fixed(302, "text/html", b"", Location=f"http://localhost:{port}/loop-a"),
-            "/loop-self": _fixed(301, "text/html", b"", Location="/loop-self#again"),
-            "/error500": _fixed(500, "text/html", b"<h1>boom</h1>"),
-            "/offsite": _fixed(
+            "/big.html": fixed(200, "text/html; charset=utf-8", big),
+            "/loop-a": fixed(302, "text/html", b"", Location="/loop-b"),
+            "/loop-b": fixed(302, "text/html", b"", Location=f"http://localhost:{port}/loop-a"),
+            "/loop-self": fixed(301, "text/html", b"", Location="/loop-self#again"),
+            "/error500": fixed(500, "text/html", b"<h1>boom</h1>"),
+            "/offsite": fixed(
                 302, "text/html", b"", Location=f"http://127.0.0.1:{offsite.port}/landing"
             ),
         }
@@ -237,7 +186,7 @@ def _build_site(site: Server, offsite: Server, big: bytes) -> None:
 def crawl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crawl]:
     """One real crawl (``python -m crawler`` in a subprocess) of the bad site."""
     tmp = tmp_path_factory.mktemp("bad_input")
-    site, offsite = _start_server(), _start_server()
+    site, offsite = start_http_server(), start_http_server()
     big = _big_page()
     _build_site(site, offsite, big)
     raw, stats_file = tmp / "data" / "raw", tmp / "stats.json"
@@ -258,9 +207,8 @@ def crawl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crawl]:
         items = {p.name: read_item_file(p) for p in raw.iterdir()} if raw.exists() else {}
         yield Crawl(site, offsite, proc.returncode, stats, raw, big, proc.stderr, items)
     finally:
-        for server in (site, offsite):
-            server.httpd.shutdown()
-            server.httpd.server_close()
+        site.stop()
+        offsite.stop()
 
 
 # -- hand-made item files -------------------------------------------------------------------------
@@ -338,16 +286,7 @@ def ingested(crawl: Crawl) -> Iterator[Ingested]:
     settings = settings_for(crawl.raw.parent, EMBEDDING_SERVER="false")
     assert settings.raw_dir == crawl.raw
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("items", batch)
-        result = dg.materialize(
-            [raw_items, documents, chunks, embeddings],
-            instance=instance,
-            resources=build_definitions(settings).resources,
-            tags={
-                "dagster/asset_partition_range_start": batch[0],
-                "dagster/asset_partition_range_end": batch[-1],
-            },
-        )
+        result = materialize_range(instance, settings, batch)
     assert result.success  # no bad item may fail the run
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         yield Ingested(crawl, hand_made, batch, con)
@@ -504,6 +443,7 @@ def test_good_pages_of_the_same_batch_are_fully_stored(ingested: Ingested) -> No
 # -- the two crawler fixes, in isolation ----------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_redirect_loop_is_dropped_even_for_dont_filter_requests() -> None:
     # A dont_filter request (a re-queued page) is not stopped by the dupe filter: without the
     # loop check it bounced A -> B -> A ... until REDIRECT_MAX_TIMES.
@@ -544,5 +484,6 @@ def test_redirect_loop_is_dropped_even_for_dont_filter_requests() -> None:
         (None, b"<p>x</p>", False),
     ],
 )
+@pytest.mark.unit
 def test_wrongly_declared_wide(encoding: str | None, body: bytes, wrong: bool) -> None:
     assert wrongly_declared_wide(encoding, body) is wrong

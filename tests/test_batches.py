@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-import dagster as dg
 import duckdb
 
-from rag_assets.definitions import build_definitions
-from rag_assets.ingest import chunks, documents, embeddings, raw_items
 from rag_core import batches
 from rag_core.items import item_file_name
-from tests.helpers import settings_for, write_page
-from tests.test_sensor import evaluate, instance  # noqa: F401 - the fixture
-
-
-def run_like(instance, settings, request):  # noqa: F811
-    """Execute ``request`` as the daemon would (and as its retry would, later)."""
-    return dg.materialize(
-        [raw_items, documents, chunks, embeddings],
-        instance=instance,
-        resources=build_definitions(settings).resources,
-        tags=request.tags,
-        raise_on_error=False,
-    )
+from tests.helpers import evaluate_sensor, run_request, write_page
 
 
 def items_of(result, asset):
@@ -34,25 +19,24 @@ def texts(settings):
         return dict(con.execute("SELECT item_id, text FROM documents").fetchall())
 
 
-def test_reorder_and_prune_between_request_and_retry(instance, tmp_path):  # noqa: F811
-    settings = settings_for(tmp_path / "data", EMBEDDING_SERVER="false")
+def test_reorder_and_prune_between_request_and_retry(instance, settings):
     raw = settings.raw_dir
     keys = [write_page(raw, f"http://site.test/p{i}", f"P{i}", "<p>first</p>") for i in range(5)]
-    first = evaluate(instance, raw)
-    assert run_like(instance, settings, first.run_requests[0]).success
+    first = evaluate_sensor(instance, raw)
+    assert run_request(instance, settings, first.run_requests[0], raise_on_error=False).success
     # Pages 1 and 3 change: one run is requested for exactly them.
     for i in (1, 3):
         write_page(raw, f"http://site.test/p{i}", f"P{i}", "<p>second version</p>")
-    second = evaluate(instance, raw, first.cursor)
+    second = evaluate_sensor(instance, raw, first.cursor)
     request = second.run_requests[0]
     # Before that run executes (or before its retry): page 1 changes again and is requested
     # on its own, and page 2 (inside the run's range) is pruned.
     write_page(raw, "http://site.test/p1", "P1", "<p>third version</p>")
-    third = evaluate(instance, raw, second.cursor)
+    third = evaluate_sensor(instance, raw, second.cursor)
     assert third.run_requests
     instance.delete_dynamic_partition("items", keys[2])
     (raw / item_file_name(keys[2])).unlink()
-    result = run_like(instance, settings, request)
+    result = run_request(instance, settings, request, raise_on_error=False)
     assert result.success
     assert [items_of(result, a) for a in ("raw_items", "documents", "embeddings")] == [2, 2, 2]
     stored = texts(settings)
@@ -62,12 +46,12 @@ def test_reorder_and_prune_between_request_and_retry(instance, tmp_path):  # noq
     assert batches.read_manifest(raw, request.tags[batches.MANIFEST_TAG]) == [keys[1], keys[3]]
 
 
-def test_the_partition_order_never_changes(instance, tmp_path):  # noqa: F811
+def test_the_partition_order_never_changes(instance, tmp_path):
     raw = tmp_path / "raw"
     keys = [write_page(raw, f"http://site.test/p{i}", f"P{i}", "<p>x</p>") for i in range(4)]
-    first = evaluate(instance, raw)
+    first = evaluate_sensor(instance, raw)
     write_page(raw, "http://site.test/p1", "P1", "<p>changed</p>")
-    changed = evaluate(instance, raw, first.cursor)
+    changed = evaluate_sensor(instance, raw, first.cursor)
     assert instance.get_dynamic_partitions("items") == keys
     tags = changed.run_requests[0].tags
     assert batches.read_manifest(raw, tags[batches.MANIFEST_TAG]) == [keys[1]]

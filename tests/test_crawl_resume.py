@@ -7,56 +7,39 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psutil
 import pytest
 
 from resources.scrapy_crawler import ScrapyCrawler
+from tests.helpers import fixed
 
 PAGES = 24
 
 
-class CountingSite(BaseHTTPRequestHandler):
-    """Pages 0..N-1 in a chain (each links to the next), 150 ms each; counts every request."""
+def chain_page(n: int):
+    """Page ``n`` of the chain (it links to the next one), served after 150 ms."""
 
-    hits: collections.Counter = collections.Counter()
+    def route(_handler):
+        time.sleep(0.15)
+        body = (
+            f"<html><head><title>P{n}</title></head><body><main><h1>Page {n}</h1>"
+            f"<p>Text of page {n}.</p><a href='/p{n + 1}'>next</a></main></body></html>"
+        ).encode()
+        return 200, {"Content-Type": "text/html"}, body
 
-    def do_GET(self):  # noqa: N802
-        CountingSite.hits[self.path] += 1
-        if self.path == "/robots.txt":
-            body, kind = b"User-agent: *\nAllow: /\n", "text/plain"
-        elif self.path.startswith("/p") and self.path[2:].isdigit() and int(self.path[2:]) < PAGES:
-            n = int(self.path[2:])
-            time.sleep(0.15)
-            body = (
-                f"<html><head><title>P{n}</title></head><body><main><h1>Page {n}</h1>"
-                f"<p>Text of page {n}.</p><a href='/p{n + 1}'>next</a></main></body></html>"
-            ).encode()
-            kind = "text/html"
-        else:
-            self.send_response(404)
-            self.end_headers()
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+    return route
 
 
 @pytest.fixture
-def site():
-    CountingSite.hits.clear()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), CountingSite)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/p0"
-    server.shutdown()
+def site(http_server):
+    """Pages 0..N-1 in a chain; the server records every request."""
+    server = http_server()
+    server.routes["/robots.txt"] = fixed(200, "text/plain", b"User-agent: *\nAllow: /\n")
+    for n in range(PAGES):
+        server.routes[f"/p{n}"] = chain_page(n)
+    return server
 
 
 def crawler_for(tmp_path, url) -> ScrapyCrawler:
@@ -78,7 +61,7 @@ crawler.crawl(lambda line: None)
 
 
 def test_crawl_killed_with_its_run_process_resumes_where_it_stopped(tmp_path, site):
-    crawler = crawler_for(tmp_path, site)
+    crawler = crawler_for(tmp_path, site.url("/p0"))
     # A stand-in for the Dagster run process: it runs the crawl as the crawl asset does.
     parent = subprocess.Popen([sys.executable, "-c", PARENT, crawler.model_dump_json()])
     raw = tmp_path / "raw"
@@ -101,7 +84,7 @@ def test_crawl_killed_with_its_run_process_resumes_where_it_stopped(tmp_path, si
     files = {p.name: p.stat().st_mtime_ns for p in raw.glob("item_*.json")}
     assert len(files) == PAGES
     # Resumed, not restarted: no page was fetched twice, the first part was not rewritten.
-    pages = {path: n for path, n in CountingSite.hits.items() if path.startswith("/p")}
+    pages = {path: n for path, n in collections.Counter(site.paths()).items() if path[:2] == "/p"}
     assert len(pages) == PAGES + 1  # the chain ends with a link to a missing page
     assert max(pages.values()) == 1
     assert all(files[name] == mtime for name, mtime in first_part.items())

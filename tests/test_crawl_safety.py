@@ -18,24 +18,22 @@ import pytest
 
 from crawler.policy import AddressGuard, UrlPolicy, is_internal
 from rag_core.items import read_item_file
-from tests.test_crawler import REPO_ROOT, Server, _fixed, _page, _start_server
+from tests.helpers import HttpServer, fixed
+from tests.test_crawler import REPO_ROOT, _page
 
 CRAWL_TIMEOUT = 90
 
 
 @pytest.fixture()
-def servers():
-    site, internal = _start_server(None), _start_server(None)
-    internal.routes["/secret"] = _fixed(200, "text/html", _page("Internal secret"))
-    internal.routes["/robots.txt"] = _fixed(200, "text/plain", b"")
-    site.routes["/robots.txt"] = _fixed(200, "text/plain", b"")
-    yield site, internal
-    for server in (site, internal):
-        server.httpd.shutdown()
-        server.httpd.server_close()
+def servers(http_server):
+    site, internal = http_server(), http_server()
+    internal.routes["/secret"] = fixed(200, "text/html", _page("Internal secret"))
+    internal.routes["/robots.txt"] = fixed(200, "text/plain", b"")
+    site.routes["/robots.txt"] = fixed(200, "text/plain", b"")
+    return site, internal
 
 
-def crawl(site: Server, out: Path, *extra: str, start: str = "/") -> tuple[int, dict, str]:
+def crawl(site: HttpServer, out: Path, *extra: str, start: str = "/") -> tuple[int, dict, str]:
     stats_file = out / "crawl" / "last_crawl_stats.json"
     cmd = [
         sys.executable, "-m", "crawler", "--start-url", site.url(start),
@@ -54,12 +52,12 @@ def titles(raw: Path) -> set[str]:
 
 def test_by_default_only_the_start_origin_is_crawled(servers, tmp_path):
     site, internal = servers
-    site.routes["/"] = _fixed(
+    site.routes["/"] = fixed(
         200,
         "text/html",
         _page("Home", "/a", internal.url("/secret"), f"http://localhost:{site.port}/a"),
     )
-    site.routes["/a"] = _fixed(200, "text/html", _page("A"))
+    site.routes["/a"] = fixed(200, "text/html", _page("A"))
     code, stats, _ = crawl(site, tmp_path)
     assert code == 0
     # Another port of the same host (old rule: host names only, any port) is never asked.
@@ -70,8 +68,8 @@ def test_by_default_only_the_start_origin_is_crawled(servers, tmp_path):
     assert stats["refused_internal_address"] == 0
 
 
-def hostile_site(site: Server, internal: Server) -> None:
-    site.routes["/"] = _fixed(
+def hostile_site(site: HttpServer, internal: HttpServer) -> None:
+    site.routes["/"] = fixed(
         200,
         "text/html",
         _page(
@@ -82,8 +80,8 @@ def hostile_site(site: Server, internal: Server) -> None:
             "/redirect-inward",
         ),
     )
-    site.routes["/same"] = _fixed(200, "text/html", _page("Same server"))
-    site.routes["/redirect-inward"] = _fixed(
+    site.routes["/same"] = fixed(200, "text/html", _page("Same server"))
+    site.routes["/redirect-inward"] = fixed(
         302, "text/html", b"", Location=internal.url("/secret?via=redirect")
     )
 
@@ -127,6 +125,7 @@ def test_allow_private_networks_lifts_the_refusal(servers, tmp_path):
     assert stats["refused_internal_address"] == 0
 
 
+@pytest.mark.unit
 def test_url_policy_and_address_rules():
     policy = UrlPolicy(["http://docs.example.com/start", "https://other.example:8443/"])
     assert policy.allows("http://docs.example.com/x")
@@ -162,7 +161,7 @@ MEASURE = (
 )
 
 
-def peak_rss_mb(site: Server, out: Path, path: str, *extra: str) -> tuple[int, dict]:
+def peak_rss_mb(site: HttpServer, out: Path, path: str, *extra: str) -> tuple[int, dict]:
     """Peak RSS (MB) of a ``python -m crawler`` process crawling ``path``, and its stats."""
     stats_file = out / "stats.json"
     cmd = [
@@ -198,8 +197,8 @@ def big_page(size: int, with_length: bool):
     return route
 
 
-def serve_raw(server: Server, path: str, route) -> None:
-    """Register a route that writes its own response (``_start_server`` routes return one)."""
+def serve_raw(server: HttpServer, path: str, route) -> None:
+    """Register a route that writes its own response (other routes return one)."""
     original = server.httpd.RequestHandlerClass.do_GET
 
     def do_get(handler):
@@ -232,7 +231,7 @@ def test_a_page_with_100000_links_keeps_at_most_the_cap(servers, tmp_path):
     site, _ = servers
     links = "".join(f'<a href="/l/{i}">l{i}</a>' for i in range(100_000))
     body = f"<html><title>Links</title><body>{links}</body></html>".encode()
-    site.routes["/many"] = _fixed(200, "text/html", body)
+    site.routes["/many"] = fixed(200, "text/html", body)
     rss, stats = peak_rss_mb(site, tmp_path, "/many")
     (item_file,) = (tmp_path / "raw").glob("item_*")
     item = read_item_file(item_file)
@@ -244,12 +243,12 @@ def test_a_page_with_100000_links_keeps_at_most_the_cap(servers, tmp_path):
 def test_links_followed_per_page_and_url_length_are_capped(servers, tmp_path):
     site, _ = servers
     long_link = "/long/" + "a" * 300
-    site.routes["/"] = _fixed(
+    site.routes["/"] = fixed(
         200, "text/html", _page("Home", long_link, *[f"/p{i}" for i in range(50)])
     )
     for i in range(50):
-        site.routes[f"/p{i}"] = _fixed(200, "text/html", _page(f"P{i}"))
-    site.routes[long_link] = _fixed(200, "text/html", _page("Long"))
+        site.routes[f"/p{i}"] = fixed(200, "text/html", _page(f"P{i}"))
+    site.routes[long_link] = fixed(200, "text/html", _page("Long"))
     code, stats, _ = crawl(site, tmp_path, "--max-links-per-page", "10", "--max-url-length", "200")
     assert code == 0
     fetched = [p for p in site.paths() if p not in ("/", "/robots.txt")]

@@ -5,10 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,69 +20,13 @@ from crawler.pipelines import StreamingStoragePipeline
 from crawler.spiders.site import SiteSpider, split_arg
 from rag_core.ids import canonical_url, item_key
 from rag_core.items import CrawledItem, item_file_name, read_item_file
+from tests.helpers import HttpServer, fixed
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CRAWL_TIMEOUT = 45
+Sites = tuple[HttpServer, HttpServer]  # the site under test, an off-site server
 
-# -- local HTTP servers ---------------------------------------------------------------------------
-
-Route = Callable[[BaseHTTPRequestHandler], tuple[int, dict[str, str], bytes]]
-
-
-@dataclass
-class Server:
-    """A threaded HTTP server on 127.0.0.1 that records every request it sees."""
-
-    httpd: ThreadingHTTPServer
-    routes: dict[str, Route] = field(default_factory=dict)
-    seen: list[tuple[str, str]] = field(default_factory=list)  # (Host header, path)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def port(self) -> int:
-        """Port the server listens on."""
-        return self.httpd.server_address[1]
-
-    def url(self, path: str) -> str:
-        """Absolute URL of ``path`` on this server, addressed as 127.0.0.1."""
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def paths(self) -> list[str]:
-        """Paths requested so far (query included)."""
-        with self.lock:
-            return [path for _, path in self.seen]
-
-
-def _start_server(static_root: Path | None) -> Server:
-    server: Server
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server API
-            with server.lock:
-                server.seen.append((self.headers.get("Host", ""), self.path))
-            route = server.routes.get(self.path.split("?", 1)[0])
-            if route is not None:
-                status, headers, body = route(self)
-            elif static_root is not None and (static_root / self.path.lstrip("/")).is_file():
-                body = (static_root / self.path.lstrip("/")).read_bytes()
-                status, headers = 200, {"Content-Type": "text/html; charset=utf-8"}
-            else:
-                status, headers, body = 404, {"Content-Type": "text/html"}, b"<h1>Not found</h1>"
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:  # keep pytest output clean
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    server = Server(httpd)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return server
+# -- the local site ------------------------------------------------------------------------------
 
 
 def _page(title: str, *hrefs: str, body: str = "") -> bytes:
@@ -94,16 +34,11 @@ def _page(title: str, *hrefs: str, body: str = "") -> bytes:
     return f"<html><head><title>{title}</title></head><body>{body}{links}</body></html>".encode()
 
 
-def _fixed(status: int, content_type: str, body: bytes, **extra: str) -> Route:
-    headers = {"Content-Type": content_type, **extra}
-    return lambda _handler: (status, headers, body)
-
-
 @pytest.fixture()
-def sites(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
+def sites(tmp_path: Path, http_server) -> Sites:
     """The site under test plus an "off-site" server that must never be contacted."""
-    offsite = _start_server(None)
-    offsite.routes["/landing"] = _fixed(200, "text/html", _page("Landing"))
+    offsite = http_server()
+    offsite.routes["/landing"] = fixed(200, "text/html", _page("Landing"))
     root = tmp_path / "site"
     (root / "private").mkdir(parents=True)
     (root / "index.html").write_bytes(
@@ -133,33 +68,30 @@ def sites(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
     )
     (root / "target.html").write_bytes(_page("Target", "/"))
     (root / "private" / "secret.html").write_bytes(_page("Secret"))
-    site = _start_server(root)
+    site = http_server(root)
     site.routes.update(
         {
-            "/": _fixed(200, "text/html", (root / "index.html").read_bytes()),
-            "/robots.txt": _fixed(200, "text/plain", b"User-agent: *\nDisallow: /private/\n"),
-            "/moved": _fixed(301, "text/html", b"", Location="/target.html"),
-            "/old-about": _fixed(301, "text/html", b"", Location=site.url("/about.html")),
-            "/offsite": _fixed(
+            "/": fixed(200, "text/html", (root / "index.html").read_bytes()),
+            "/robots.txt": fixed(200, "text/plain", b"User-agent: *\nDisallow: /private/\n"),
+            "/moved": fixed(301, "text/html", b"", Location="/target.html"),
+            "/old-about": fixed(301, "text/html", b"", Location=site.url("/about.html")),
+            "/offsite": fixed(
                 302, "text/html", b"", Location=f"http://localhost:{offsite.port}/landing"
             ),
-            "/binary.html": _fixed(200, "text/html", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 50),
-            "/download": _fixed(200, "application/pdf", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"),
-            "/image": _fixed(200, "image/png", b"\x89PNG\r\n\x1a\n"),
-            "/latin1.html": _fixed(
+            "/binary.html": fixed(200, "text/html", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 50),
+            "/download": fixed(200, "application/pdf", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"),
+            "/image": fixed(200, "image/png", b"\x89PNG\r\n\x1a\n"),
+            "/latin1.html": fixed(
                 200,
                 "text/html; charset=iso-8859-1",
                 "<html><head><title>Caf\u00e9</title></head><body><p>Caf\u00e9 na\u00efve "
                 "\u00bfQu\u00e9?</p></body></html>".encode("latin-1"),
             ),
-            "/notes": _fixed(200, "text/plain; charset=utf-8", b"Plain notes, no links.\n"),
-            "/error500": _fixed(500, "text/html", b"<h1>boom</h1>"),
+            "/notes": fixed(200, "text/plain; charset=utf-8", b"Plain notes, no links.\n"),
+            "/error500": fixed(500, "text/html", b"<h1>boom</h1>"),
         }
     )
-    yield site, offsite
-    for server in (site, offsite):
-        server.httpd.shutdown()
-        server.httpd.server_close()
+    return site, offsite
 
 
 # Pages of the site that must end up as item files (path -> expected title).
@@ -172,7 +104,7 @@ EXPECTED_PAGES = {
 }
 
 
-def _run_crawl(site: Server, tmp_path: Path, *extra: str) -> tuple[int, dict[str, Any], Path]:
+def _run_crawl(site: HttpServer, tmp_path: Path, *extra: str) -> tuple[int, dict[str, Any], Path]:
     raw = tmp_path / "raw"
     stats_file = tmp_path / "stats.json"
     cmd = [
@@ -197,7 +129,8 @@ def _item_files(raw: Path) -> set[str]:
 # -- end-to-end crawls ----------------------------------------------------------------------------
 
 
-def test_full_crawl_of_local_site(sites: tuple[Server, Server], tmp_path: Path) -> None:
+@pytest.mark.e2e
+def test_full_crawl_of_local_site(sites: Sites, tmp_path: Path) -> None:
     site, offsite = sites
     code, stats, raw = _run_crawl(site, tmp_path)
     assert code == 0
@@ -255,7 +188,8 @@ def test_full_crawl_of_local_site(sites: tuple[Server, Server], tmp_path: Path) 
     assert stats["start_time"].endswith("+00:00")  # datetimes written as ISO strings
 
 
-def test_max_pages_then_resume_from_jobdir(sites: tuple[Server, Server], tmp_path: Path) -> None:
+@pytest.mark.e2e
+def test_max_pages_then_resume_from_jobdir(sites: Sites, tmp_path: Path) -> None:
     site, _ = sites
     jobdir = str(tmp_path / "job")
     code, stats, raw = _run_crawl(site, tmp_path, "--max-pages", "3", "--jobdir", jobdir)
@@ -270,7 +204,8 @@ def test_max_pages_then_resume_from_jobdir(sites: tuple[Server, Server], tmp_pat
     assert _item_files(raw) == {item_file_name(item_key(site.url(p))) for p in EXPECTED_PAGES}
 
 
-def test_exclude_and_depth_limit(sites: tuple[Server, Server], tmp_path: Path) -> None:
+@pytest.mark.e2e
+def test_exclude_and_depth_limit(sites: Sites, tmp_path: Path) -> None:
     site, _ = sites
     code, stats, raw = _run_crawl(
         site, tmp_path, "--exclude", r"about", "--exclude", r"latin", "--depth-limit", "1"
@@ -281,6 +216,7 @@ def test_exclude_and_depth_limit(sites: tuple[Server, Server], tmp_path: Path) -
     assert saved == {site.url(p) for p in ("/", "/target.html", "/notes")}
 
 
+@pytest.mark.e2e
 def test_cli_rejects_bad_start_url(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "crawler", "--start-url", "ftp://x/", "--raw-dir", str(tmp_path)],

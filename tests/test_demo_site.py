@@ -136,7 +136,9 @@ def test_every_page_has_boilerplate(demo_dir: Path, synth_dir: Path) -> None:
         "cookie": "//div[@id='cookie-banner']",
     }
     for root in (demo_dir, synth_dir):
-        for rel in _html_files(root):
+        pages = _html_files(root)
+        assert pages, f"no pages under {root}"  # an empty site would pass the loop unchecked
+        for rel in pages:
             doc = _parse(root, rel)
             missing = [name for name, xp in checks.items() if not doc.xpath(xp)]
             assert missing == [], f"{rel} lacks {missing}"
@@ -252,6 +254,7 @@ def test_regeneration_removes_stale_files_only(tmp_path: Path) -> None:
     assert empty_dirs == []
 
 
+@pytest.mark.e2e
 def test_generate_cli(tmp_path: Path) -> None:
     """`python -m demo_site.generate` writes the requested number of pages."""
     out = tmp_path / "site"
@@ -289,6 +292,7 @@ def _get(url: str) -> tuple[int, str, bytes, str]:
         return err.code, err.headers["Content-Type"], err.read(), url
 
 
+@pytest.mark.e2e
 def test_server_serves_pages_and_content_types(demo_dir: Path, capfd) -> None:
     """Pages, robots.txt, sitemap.xml, directory indexes and 404s over a real socket."""
     with SiteServer(demo_dir) as srv:
@@ -310,6 +314,7 @@ def test_server_serves_pages_and_content_types(demo_dir: Path, capfd) -> None:
     assert capfd.readouterr().err == ""  # quiet by default
 
 
+@pytest.mark.e2e
 def test_server_head_request(demo_dir: Path) -> None:
     """HEAD returns headers with the real length and no body."""
     with SiteServer(demo_dir) as srv:
@@ -322,6 +327,7 @@ def test_server_head_request(demo_dir: Path) -> None:
         conn.close()
 
 
+@pytest.mark.e2e
 def test_server_refuses_path_traversal(tmp_path: Path) -> None:
     """Requests that escape the root get 403 and never leak files outside it."""
     root = tmp_path / "site"
@@ -344,6 +350,7 @@ def test_server_refuses_path_traversal(tmp_path: Path) -> None:
             assert b"TOP-SECRET" not in body
 
 
+@pytest.mark.e2e
 def test_server_latency(demo_dir: Path) -> None:
     """latency_ms delays every response; without it requests are fast."""
     with SiteServer(demo_dir, latency_ms=200) as slow, SiteServer(demo_dir) as fast:
@@ -357,6 +364,7 @@ def test_server_latency(demo_dir: Path) -> None:
     assert fast_s < 0.2
 
 
+@pytest.mark.e2e
 def test_server_stop_closes_socket(demo_dir: Path) -> None:
     """After stop() the port no longer accepts connections and stop() is idempotent."""
     srv = SiteServer(demo_dir).start()
@@ -368,6 +376,7 @@ def test_server_stop_closes_socket(demo_dir: Path) -> None:
         urllib.request.urlopen(url, timeout=2)
 
 
+@pytest.mark.e2e
 def test_serve_cli_exits_zero_on_sigterm(demo_dir: Path) -> None:
     """`python -m demo_site.serve` announces its URL, serves, and exits 0 on SIGTERM."""
     proc = subprocess.Popen(

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import duckdb
@@ -19,56 +17,18 @@ import pytest
 from rag_core.ids import item_key
 from rag_core.instance import open_instance
 from rag_core.search import search
-from tests.helpers import settings_for
+from tests.helpers import build_site, settings_for, static_site
 
 pytestmark = pytest.mark.e2e
 PAGES = 40
-
-
-def build_site(root: Path, pages: int) -> None:
-    """A small docs site: an index linking every page, pages linking to their neighbours."""
-    root.mkdir(parents=True)
-    links = "".join(f'<li><a href="/p{i}.html">Page {i}</a></li>' for i in range(pages))
-    nav = f"<nav><ul>{links}</ul></nav>"
-    (root / "index.html").write_text(
-        f"<html><head><title>Home</title></head><body>{nav}<main><h1>Home</h1>"
-        "<p>Welcome to the test documentation for the ingestion platform.</p></main></body></html>"
-    )
-    for i in range(pages):
-        body = "".join(
-            f"<h2>Section {s}</h2><p>Page {i} section {s} describes topic {i * 7 + s} in detail; "
-            "it covers installation, configuration, retries and troubleshooting. "
-            * (1 + i % 5)
-            + "</p>"
-            for s in range(1 + i % 4)
-        )
-        (root / f"p{i}.html").write_text(
-            f"<html><head><title>Page {i}</title></head><body>{nav}<main><h1>Page {i}</h1>"
-            f'{body}<a href="/p{(i + 1) % pages}.html">next</a></main>'
-            "<footer>Footer text</footer></body></html>"
-        )
-
-
-class SlowHandler(SimpleHTTPRequestHandler):
-    """Static files with latency, so pages trickle in as they do from a real site."""
-
-    def do_GET(self):  # noqa: N802
-        threading.Event().wait(0.15)
-        super().do_GET()
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("site") / "www"
     build_site(root, PAGES)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SlowHandler, directory=root))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
+    with static_site(root) as served:
+        yield served.url
 
 
 def rag(data: Path, *args: str, **env: str) -> subprocess.CompletedProcess:

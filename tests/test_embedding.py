@@ -71,6 +71,7 @@ def test_local_vectors_are_normalised_and_meaningful(local_vectors):
     assert int(np.argmax(scores)) == 0
 
 
+@pytest.mark.e2e
 def test_server_gives_the_same_vectors_as_in_process(server, local_vectors, monkeypatch):
     assert server_client.health(server, TOKEN)["dimension"] == 384
     monkeypatch.setenv(TOKEN_ENV, TOKEN)  # runs get the session's token this way
@@ -80,6 +81,7 @@ def test_server_gives_the_same_vectors_as_in_process(server, local_vectors, monk
     assert np.abs(vectors - local_vectors).max() < 1e-5
 
 
+@pytest.mark.e2e
 def test_model_mismatch_is_refused_and_the_resource_falls_back(server, local_vectors):
     with pytest.raises(server_client.EmbeddingServerError, match="model mismatch"):
         server_client.remote_encode(server, TEXTS, "other/model", "float32", 8, TOKEN)
@@ -126,3 +128,13 @@ def test_the_default_index_fingerprint_is_unchanged(tmp_path):
     from tests.helpers import settings_for
 
     assert settings_fingerprint(settings_for(tmp_path)) == "73245b20f511f702"
+
+
+def test_the_fake_embedder_fixture_is_deterministic_and_normalised(fake_embedder):
+    """The fast tests' stand-in keeps the contract the ingestion relies on."""
+    first, _ = fake_embedder.embed(TEXTS)
+    again, _ = fake_embedder.embed(list(reversed(TEXTS)))
+    assert first.shape[0] == len(TEXTS) and first.dtype == np.float32
+    assert np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(first, again[::-1])  # the same text, the same vector, in any batch
+    assert len({row.tobytes() for row in first}) == len(TEXTS)

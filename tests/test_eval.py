@@ -58,6 +58,7 @@ def test_every_shipped_question_set_is_valid_and_large_enough():
         assert len(load_questions(PROJECT_ROOT / "eval" / name)) >= 40
 
 
+@pytest.mark.e2e
 def test_rag_eval_smoke_on_the_demo_site(tmp_path):
     """The demo site indexed with the default chunking settings, then `rag eval` as a user
     runs it: every mode is scored, and the default mode clears a floor well below what it

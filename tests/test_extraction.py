@@ -264,6 +264,7 @@ def test_deterministic() -> None:
     assert extract_document(DOC_PAGE) == extract_document(DOC_PAGE)
 
 
+@pytest.mark.e2e
 def test_modules_do_not_import_torch() -> None:
     code = (
         "import sys, rag_core.extraction, rag_core.chunking\n"

@@ -3,29 +3,16 @@ search never mixes fingerprints; the asset check fails while two remain."""
 
 from __future__ import annotations
 
-import dagster as dg
 import duckdb
+import pytest
 
 from rag_assets.checks import one_index_fingerprint
-from rag_assets.definitions import build_definitions
-from rag_assets.ingest import chunks, documents, embeddings, raw_items
 from rag_core import reconcile
 from rag_core.fingerprint import settings_fingerprint
 from rag_core.search import search
 from resources.duckdb_store import DuckDBStore
 from sensors.raw_item_files import build_raw_item_files_sensor
-from tests.helpers import paragraphs, settings_for, write_page
-from tests.test_sensor import evaluate, instance  # noqa: F401 - the fixture
-
-
-def run_like(inst, settings, request):
-    result = dg.materialize(
-        [raw_items, documents, chunks, embeddings],
-        instance=inst,
-        resources=build_definitions(settings).resources,
-        tags=request.tags,
-    )
-    assert result.success
+from tests.helpers import evaluate_sensor, paragraphs, run_request, settings_for, write_page
 
 
 def rows(settings, sql):
@@ -34,7 +21,7 @@ def rows(settings, sql):
 
 
 def test_changed_chunking_reindexes_everything_and_search_never_mixes(
-    instance,  # noqa: F811
+    instance,
     tmp_path,
 ):
     data = tmp_path / "data"
@@ -48,17 +35,17 @@ def test_changed_chunking_reindexes_everything_and_search_never_mixes(
         for i in range(4)
     ]
     before = build_raw_item_files_sensor("streaming", fingerprint=lambda: old_fp)
-    first = evaluate(instance, raw, sensor=before)
-    run_like(instance, old, first.run_requests[0])
+    first = evaluate_sensor(instance, raw, sensor=before)
+    run_request(instance, old, first.run_requests[0])
     assert rows(old, "SELECT DISTINCT fingerprint FROM embeddings") == [(old_fp,)]
 
     # The settings change; `rag run` starts (it asks for a reconciliation): every page is
     # re-processed from its item file, in runs of at most MAX_BATCH_ITEMS (3 here).
     after = build_raw_item_files_sensor("streaming", max_items=3, fingerprint=lambda: new_fp)
     reconcile.request_reconcile(raw)
-    tick = evaluate(instance, raw, first.cursor, sensor=after)
+    tick = evaluate_sensor(instance, raw, first.cursor, sensor=after)
     assert [r.tags["rag/batch_items"] for r in tick.run_requests] == ["3"]
-    run_like(instance, new, tick.run_requests[0])
+    run_request(instance, new, tick.run_requests[0])
     # Half way: two fingerprints; the check says so and search serves only the new one.
     check = one_index_fingerprint(duckdb=DuckDBStore(path=str(new.duckdb_path)))
     assert not check.passed
@@ -66,9 +53,9 @@ def test_changed_chunking_reindexes_everything_and_search_never_mixes(
     served = {chunk_id for (chunk_id,) in rows(new, sql)}
     hits = search(new, "topic", k=50)
     assert hits and {h.chunk_id for h in hits} <= served
-    rest = evaluate(instance, raw, tick.cursor, sensor=after)
+    rest = evaluate_sensor(instance, raw, tick.cursor, sensor=after)
     assert [r.tags["rag/batch_items"] for r in rest.run_requests] == ["1"]
-    run_like(instance, new, rest.run_requests[0])
+    run_request(instance, new, rest.run_requests[0])
 
     assert rows(new, "SELECT DISTINCT fingerprint FROM embeddings") == [(new_fp,)]
     assert {r[0] for r in rows(new, "SELECT DISTINCT item_id FROM embeddings")} == set(keys)
@@ -76,9 +63,10 @@ def test_changed_chunking_reindexes_everything_and_search_never_mixes(
     assert one_index_fingerprint(duckdb=DuckDBStore(path=str(new.duckdb_path))).passed
     # Done: nothing more is asked for.
     reconcile.request_reconcile(raw)
-    assert not evaluate(instance, raw, rest.cursor, sensor=after).run_requests
+    assert not evaluate_sensor(instance, raw, rest.cursor, sensor=after).run_requests
 
 
+@pytest.mark.unit
 def test_coverage_is_shown_while_a_reindex_is_under_way():
     from rag_core.runner import Progress
     from rag_core.status import describe_coverage
@@ -97,6 +85,7 @@ def test_coverage_is_shown_while_a_reindex_is_under_way():
     assert done == "Index new: 4 of 4 pages"
 
 
+@pytest.mark.unit
 def test_every_setting_that_shapes_chunks_or_vectors_changes_the_fingerprint(tmp_path):
     """Chunk size, overlap, the context header and small-section merging each make
     another index; the data folder does not."""

@@ -26,11 +26,17 @@ from rag_core.settings import PROJECT_ROOT, SettingsError
 from resources.graph_sink import GraphSinkAuthError, Neo4jGraphSink
 from sensors.graph_catch_up import failure_backoff_remaining, graph_catch_up
 from tests.graph_server import USER, ArcadeDBServer
-from tests.helpers import paragraphs, settings_for, write_page
+from tests.helpers import (
+    RANGE_END,
+    RANGE_START,
+    materialize_range,
+    materialize_tags,
+    paragraphs,
+    settings_for,
+    write_page,
+)
 
 INGEST = [raw_items, documents, chunks, embeddings]
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
 SITE = "http://docs.test"
 WRITE_TIMES: list[tuple[str, int, float]] = []  # (what, pages, write_s), printed at the end
 
@@ -72,30 +78,30 @@ class Site:
 
     def materialize(self, names: list[str], assets=None, raise_on_error=True):
         keys = [self.keys[n] for n in names]
-        known = set(self.instance.get_dynamic_partitions("items"))
-        self.instance.add_dynamic_partitions("items", [k for k in keys if k not in known])
-        order = self.instance.get_dynamic_partitions("items")
-        ordered = sorted(keys, key=order.index)
-        return self.run(
-            assets or [*INGEST, graph_pages],
-            {RANGE_START: ordered[0], RANGE_END: ordered[-1]},
-            raise_on_error,
-        )
-
-    def run(self, assets, tags, raise_on_error=True):
-        result = dg.materialize(
-            assets,
-            instance=self.instance,
-            resources=self.defs.resources,
-            tags=tags,
+        result = materialize_range(
+            self.instance,
+            self.settings,
+            keys,
+            assets=assets or [*INGEST, graph_pages],
             raise_on_error=raise_on_error,
         )
+        return self._timed(result)
+
+    def run(self, assets, tags, raise_on_error=True):
+        result = materialize_tags(
+            self.instance, self.settings, tags, assets=assets, raise_on_error=raise_on_error
+        )
+        return self._timed(result)
+
+    def _timed(self, result):
+        """Note the graph write's time for the summary printed at the end."""
         events = [
             e for e in result.get_asset_materialization_events() if e.asset_key == graph_pages.key
         ]
         if events:
             meta = events[0].materialization.metadata
-            WRITE_TIMES.append((tags[RANGE_START], meta["pages"].value, meta["write_s"].value))
+            start = result.dagster_run.tags[RANGE_START]
+            WRITE_TIMES.append((start, meta["pages"].value, meta["write_s"].value))
         return result
 
     def cypher(self, query: str, **params) -> list[dict]:
@@ -499,11 +505,13 @@ def test_outage_fails_only_the_graph_step_and_catch_up_repairs_it(site):
         ({"USE_NEO4J": "true"}, "NEO4J_PASSWORD='' is not valid"),
     ],
 )
+@pytest.mark.unit
 def test_graph_settings_are_validated(tmp_path, env, message):
     with pytest.raises(SettingsError, match=re.escape(message)):
         settings_for(tmp_path, **env)
 
 
+@pytest.mark.unit
 def test_graph_settings_never_hold_or_echo_the_password(tmp_path):
     with pytest.raises(SettingsError) as info:
         settings_for(tmp_path, NEO4J_URI="bolt://neo4j:hunter22@graph.test:7687")

@@ -138,6 +138,7 @@ def test_non_ascii_paths_stay_readable():
     ) and "the-page-" in item_key("http://example.com/" + "segment/" * 200 + "the-page.html")
 
 
+@pytest.mark.dagster
 def test_dagster_accepts_every_key_as_a_dynamic_partition():
     import dagster as dg
     from dagster._core.definitions.partitions.utils.base import (

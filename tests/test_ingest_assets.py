@@ -2,37 +2,13 @@
 
 from __future__ import annotations
 
-import dagster as dg
 import duckdb
 import numpy as np
 import pytest
 
-from rag_assets.definitions import build_definitions
-from rag_assets.ingest import chunks, documents, embeddings, raw_items
 from rag_core.chunking import ModelTokenizer
 from resources.embedder import EmbedderResource
-from tests.helpers import paragraphs, settings_for, write_page
-
-INGEST = [raw_items, documents, chunks, embeddings]
-
-
-def materialize(instance, settings, keys):
-    instance.add_dynamic_partitions(
-        "items", [k for k in keys if not instance.has_dynamic_partition("items", k)]
-    )
-    order = instance.get_dynamic_partitions("items")
-    ordered = sorted(keys, key=order.index)
-    result = dg.materialize(
-        INGEST,
-        instance=instance,
-        resources=build_definitions(settings).resources,
-        tags={
-            "dagster/asset_partition_range_start": ordered[0],
-            "dagster/asset_partition_range_end": ordered[-1],
-        },
-    )
-    assert result.success
-    return result
+from tests.helpers import materialize_range, paragraphs, write_page
 
 
 def metadata(result, asset):
@@ -46,8 +22,7 @@ def rows(settings, sql):
 
 
 @pytest.fixture
-def site(tmp_path):
-    settings = settings_for(tmp_path / "data", EMBEDDING_SERVER="false")
+def site(settings):
     raw = settings.raw_dir
     keys = [
         write_page(
@@ -79,10 +54,9 @@ def site(tmp_path):
     return settings, keys, broken, empty
 
 
-def test_batch_ingests_good_items_and_records_bad_ones(site):
+def test_batch_ingests_good_items_and_records_bad_ones(instance, site):
     settings, keys, broken, empty = site
-    with dg.instance_for_test() as instance:
-        result = materialize(instance, settings, [*keys, broken, empty])
+    result = materialize_range(instance, settings, [*keys, broken, empty])
     assert metadata(result, "raw_items")["errors"] == 1
     assert sorted(r[0] for r in rows(settings, "SELECT item_id FROM documents")) == sorted(keys)
     errors = dict(
@@ -118,10 +92,9 @@ def test_batch_ingests_good_items_and_records_bad_ones(site):
     assert observed[broken]["vectors"] == 0 and "not valid JSON" in observed[broken]["error"]
 
 
-def test_chunks_fit_the_model_and_follow_headings(site):
+def test_chunks_fit_the_model_and_follow_headings(instance, site):
     settings, keys, _, _ = site
-    with dg.instance_for_test() as instance:
-        materialize(instance, settings, keys)
+    materialize_range(instance, settings, keys)
     # The chunker's tokenizer is the embedder's: the model's own tokenizer.json.
     tokenizer = EmbedderResource.from_settings(settings).get_embedder().tokenizer
     assert isinstance(tokenizer, ModelTokenizer)
@@ -140,12 +113,11 @@ def test_chunks_fit_the_model_and_follow_headings(site):
     assert any("Windows" in (r[2] or "") for r in install)
 
 
-def test_rerun_is_idempotent_and_reuses_vectors(site):
+def test_rerun_is_idempotent_and_reuses_vectors(instance, site):
     settings, keys, _, _ = site
-    with dg.instance_for_test() as instance:
-        materialize(instance, settings, keys)
-        before = rows(settings, "SELECT chunk_id, embedding FROM embeddings ORDER BY chunk_id")
-        again = materialize(instance, settings, keys)
+    materialize_range(instance, settings, keys)
+    before = rows(settings, "SELECT chunk_id, embedding FROM embeddings ORDER BY chunk_id")
+    again = materialize_range(instance, settings, keys)
     after = rows(settings, "SELECT chunk_id, embedding FROM embeddings ORDER BY chunk_id")
     assert before == after
     assert metadata(again, "embeddings")["embedded"] == 0
@@ -154,20 +126,17 @@ def test_rerun_is_idempotent_and_reuses_vectors(site):
         assert rows(settings, f"SELECT count(*), count(DISTINCT item_id) FROM {table}")[0] == (3, 3)
 
 
-def test_changed_page_replaces_its_chunks(site):
+def test_changed_page_replaces_its_chunks(instance, site):
     settings, keys, _, _ = site
-    with dg.instance_for_test() as instance:
-        materialize(instance, settings, keys)
-        old = {
-            r[0] for r in rows(settings, f"SELECT chunk_id FROM chunks WHERE item_id = '{keys[1]}'")
-        }
-        write_page(
-            settings.raw_dir,
-            "http://docs.test/faq",
-            "FAQ",
-            "<p>Completely new answers about licensing and support plans.</p>",
-        )
-        result = materialize(instance, settings, [keys[1]])
+    materialize_range(instance, settings, keys)
+    old = {r[0] for r in rows(settings, f"SELECT chunk_id FROM chunks WHERE item_id = '{keys[1]}'")}
+    write_page(
+        settings.raw_dir,
+        "http://docs.test/faq",
+        "FAQ",
+        "<p>Completely new answers about licensing and support plans.</p>",
+    )
+    result = materialize_range(instance, settings, [keys[1]])
     new = {r[0] for r in rows(settings, f"SELECT chunk_id FROM chunks WHERE item_id = '{keys[1]}'")}
     assert new and not (new & old)
     stored = {
@@ -186,6 +155,7 @@ def test_changed_page_replaces_its_chunks(site):
         ([], 2, 4, []),
     ],
 )
+@pytest.mark.unit
 def test_embedding_groups_never_split_an_item(items, first, size, expected):
     from rag_assets.ingest import _groups_of_whole_items
 
@@ -197,7 +167,7 @@ def test_embedding_groups_never_split_an_item(items, first, size, expected):
         assert a[-1][1] != b[0][1]
 
 
-def test_asset_checks_catch_missing_wrong_and_non_finite_vectors(site, tmp_path):
+def test_asset_checks_catch_missing_wrong_and_non_finite_vectors(instance, site, tmp_path):
     from rag_assets.checks import (
         embedding_dimension_matches_model,
         embeddings_are_finite,
@@ -206,8 +176,7 @@ def test_asset_checks_catch_missing_wrong_and_non_finite_vectors(site, tmp_path)
     from resources.duckdb_store import DuckDBStore
 
     settings, keys, _, _ = site
-    with dg.instance_for_test() as instance:
-        materialize(instance, settings, keys)
+    materialize_range(instance, settings, keys)
     db = DuckDBStore(path=str(settings.duckdb_path))
     embedder = EmbedderResource()
     assert every_chunk_embedded(duckdb=db).passed
@@ -239,18 +208,16 @@ def test_asset_checks_catch_missing_wrong_and_non_finite_vectors(site, tmp_path)
     assert not other.passed and other.metadata["vectors_with_other_dimension"].value > 0
 
 
-def test_search_shows_a_page_stored_under_two_urls_once(tmp_path):
+def test_search_shows_a_page_stored_under_two_urls_once(instance, settings):
     from rag_core.search import search
 
-    settings = settings_for(tmp_path / "data", EMBEDDING_SERVER="false")
     body = paragraphs("rotating the signing keys", 2)
     keys = [
         write_page(settings.raw_dir, "http://docs.test/", "Home", body),
         write_page(settings.raw_dir, "http://docs.test/index.html", "Home", body),
         write_page(settings.raw_dir, "http://docs.test/other", "Other", paragraphs("billing", 2)),
     ]
-    with dg.instance_for_test() as instance:
-        materialize(instance, settings, keys)
+    materialize_range(instance, settings, keys)
     hits = search(settings, "rotating the signing keys", 3)
     assert len({(h.text, h.title) for h in hits}) == len(hits)
     assert sum(1 for h in hits if h.title == "Home") == 1

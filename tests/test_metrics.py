@@ -111,6 +111,7 @@ def test_store_metrics_equal_the_stores_and_survive_a_restart(stocked) -> None:
     assert samples(second) == values
 
 
+@pytest.mark.e2e
 def test_exporter_serves_metrics_and_a_busy_port_only_warns(stocked, capsys) -> None:
     settings, _ = stocked
     port = free_port()

@@ -10,7 +10,6 @@ on purpose (EMBEDDING_SLOWDOWN_MS):
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -20,7 +19,6 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
@@ -32,20 +30,14 @@ from rag_core.instance import open_instance
 from rag_core.items import scan_item_files
 from rag_core.runner import free_port
 from rag_core.stores import duckdb_store as store
-from tests.test_e2e_daemon import SlowHandler, table
+from tests.helpers import start_static_site
+from tests.test_e2e_daemon import table
 
 pytestmark = pytest.mark.e2e
 PAGES = 300
 MAX_PENDING = 100
 CONCURRENCY = 4
 PROMETHEUS = shutil.which("prometheus")
-
-
-class FastHandler(SlowHandler):
-    """Static files without latency: the crawl runs far ahead of a slow ingestion."""
-
-    def do_GET(self):  # noqa: N802
-        super(SlowHandler, self).do_GET()
 
 
 def rag_run(data: Path, site: str, **env: str) -> dict:
@@ -78,12 +70,6 @@ def build_small_pages_site(root: Path, pages: int) -> None:
             f"<p>Page {i} describes topic {i * 7}: how to configure retries for it, which "
             "settings matter and what to check when it fails.</p></main></body></html>"
         )
-
-
-def serve(root: Path, handler) -> tuple[ThreadingHTTPServer, str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=root))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/"
 
 
 class WaitingSampler(threading.Thread):
@@ -176,7 +162,9 @@ def big_run(tmp_path_factory):
         pytest.fail("prometheus is not installed: `make test` installs it (apt-get)")
     root = tmp_path_factory.mktemp("site300") / "www"
     build_small_pages_site(root, PAGES)
-    server, site = serve(root, FastHandler)
+    # No latency: the crawl runs far ahead of a slow ingestion.
+    server = start_static_site(root, delay_s=0)
+    site = server.url
     data = tmp_path_factory.mktemp("ops") / "data"
     metrics_port = free_port()
     prometheus = Prometheus(data.parent / "prometheus", f"127.0.0.1:{metrics_port}")
@@ -194,7 +182,7 @@ def big_run(tmp_path_factory):
     finally:
         sampler.stop.set()
         prometheus.stop()
-        server.shutdown()
+        server.stop()
 
 
 def test_backpressure_bounds_waiting_items_and_stores_end_complete(big_run):
@@ -309,7 +297,8 @@ class FirstVectors(threading.Thread):
 def test_high_priority_pages_get_their_vectors_first(tmp_path):
     root = tmp_path / "www"
     build_ranked_site(root)
-    server, site = serve(root, SlowHandler)
+    server = start_static_site(root)
+    site = server.url
     data = tmp_path / "data"
     watcher = FirstVectors(data / "rag.duckdb")
     watcher.start()
@@ -322,7 +311,7 @@ def test_high_priority_pages_get_their_vectors_first(tmp_path):
     finally:
         watcher.stop.set()
         watcher.join()
-        server.shutdown()
+        server.stop()
     assert summary["documents"] == HIGH + LOW + 1 and summary["failed_runs"] == 0
     highs = [watcher.first[item_key(site + f"docs/d{i}.html")] for i in range(HIGH)]
     lows = [watcher.first[item_key(site + f"blog/b{i}.html")] for i in range(LOW)]

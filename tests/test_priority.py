@@ -5,16 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
 from rag_core import priority
 from rag_core.settings import SettingsError
-from resources.duckdb_store import DuckDBStore
-from resources.raw_items import RawItemStore
 from sensors.raw_item_files import build_raw_item_files_sensor
-from tests.helpers import settings_for, write_page
-from tests.test_crawler import Server, _fixed, _page, _run_crawl, _start_server
+from sensors.testing import raw_item_files_context
+from tests.helpers import HttpServer, fixed, settings_for, write_page
+from tests.test_crawler import _page, _run_crawl
 
 RULES = "/docs/start/*=50, /blog/*=-20, https://status.example.com/*=80, /docs/*=10"
 
@@ -121,19 +119,19 @@ def test_autothrottle_auto_is_on_only_for_remote_sites(tmp_path: Path) -> None:
 
 
 @pytest.fixture()
-def ranked_site(tmp_path: Path):
+def ranked_site(tmp_path: Path, http_server):
     """An index linking high pages first, then low ones, plus a sitemap with priorities."""
-    site = _start_server(None)
+    site = http_server()
     highs = [f"/docs/start/h{i}.html" for i in range(4)]
     lows = [f"/blog/l{i}.html" for i in range(8)]
-    site.routes["/"] = _fixed(200, "text/html", _page("Home", *highs, *lows))
+    site.routes["/"] = fixed(200, "text/html", _page("Home", *highs, *lows))
     for path in highs + lows + ["/only-in-sitemap.html"]:
-        site.routes[path] = _fixed(200, "text/html", _page(path, body="<p>text</p>"))
+        site.routes[path] = fixed(200, "text/html", _page(path, body="<p>text</p>"))
     sitemap = "".join(
         f"<url><loc>{site.url(path)}</loc><priority>{p}</priority></url>"
         for path, p in [("/only-in-sitemap.html", "1.0"), *((path, "0.1") for path in lows)]
     )
-    site.routes["/sitemap.xml"] = _fixed(
+    site.routes["/sitemap.xml"] = fixed(
         200,
         "application/xml",
         (
@@ -141,15 +139,14 @@ def ranked_site(tmp_path: Path):
             f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{sitemap}</urlset>'
         ).encode(),
     )
-    yield site, highs, lows
-    site.httpd.shutdown()
-    site.httpd.server_close()
+    return site, highs, lows
 
 
-def _fetch_order(site: Server, prefix: str) -> list[str]:
+def _fetch_order(site: HttpServer, prefix: str) -> list[str]:
     return [path for path in site.paths() if path.startswith(prefix)]
 
 
+@pytest.mark.e2e
 def test_crawl_fetches_high_priority_pages_first(ranked_site, tmp_path: Path) -> None:
     site, highs, lows = ranked_site
     code, stats, raw = _run_crawl(
@@ -163,6 +160,7 @@ def test_crawl_fetches_high_priority_pages_first(ranked_site, tmp_path: Path) ->
     assert sorted(recorded.values()) == sorted([50] * len(highs) + [-10] * len(lows))
 
 
+@pytest.mark.e2e
 def test_without_rules_the_order_is_not_by_priority(ranked_site, tmp_path: Path) -> None:
     # The control for the test above: the same site without rules does not fetch the four
     # /docs/start pages first, so the order above comes from the rules.
@@ -175,6 +173,7 @@ def test_without_rules_the_order_is_not_by_priority(ranked_site, tmp_path: Path)
     assert not (raw / priority.PRIORITY_LOG).exists()
 
 
+@pytest.mark.e2e
 def test_sitemap_pages_are_crawled_with_their_priority(ranked_site, tmp_path: Path) -> None:
     site, highs, lows = ranked_site
     code, stats, raw = _run_crawl(site, tmp_path, "--concurrency", "1", "--sitemaps")
@@ -194,7 +193,8 @@ def test_sitemap_pages_are_crawled_with_their_priority(ranked_site, tmp_path: Pa
 # -- the sensor: batches by priority, Dagster's run priority tag -----------------------------
 
 
-def test_sensor_puts_the_highest_priority_items_in_the_next_run(tmp_path: Path) -> None:
+@pytest.mark.dagster
+def test_sensor_puts_the_highest_priority_items_in_the_next_run(instance, tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     lows = [write_page(raw, f"http://site.test/blog/l{i}", f"L{i}", "<p>l</p>") for i in range(5)]
     highs = [write_page(raw, f"http://site.test/docs/h{i}", f"H{i}", "<p>h</p>") for i in range(3)]
@@ -203,53 +203,33 @@ def test_sensor_puts_the_highest_priority_items_in_the_next_run(tmp_path: Path) 
     for key in highs:
         priority.append_priority(raw, key, 50)
     sensor = build_raw_item_files_sensor("streaming")
-    with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(
-            instance=instance,
-            resources={
-                "raw_store": RawItemStore(raw_dir=str(raw)),
-                "duckdb": DuckDBStore(path=str(raw.parent / "rag.duckdb")),
-            },
-        )
-        result = sensor(context)
-        assert len(result.run_requests) == 1
-        request = result.run_requests[0]
-        order = instance.get_dynamic_partitions("items")
-        start = order.index(request.tags["dagster/asset_partition_range_start"])
-        end = order.index(request.tags["dagster/asset_partition_range_end"])
-        # The run's range holds exactly the high-priority items, although they came last.
-        assert set(order[start : end + 1]) == set(highs)
-        assert request.tags["dagster/priority"] == "50"
-        assert request.tags["rag/batch_items"] == "3"
-        # The next tick (no run in flight) takes the low-priority ones.
-        context = dg.build_sensor_context(
-            instance=instance,
-            cursor=result.cursor,
-            resources={
-                "raw_store": RawItemStore(raw_dir=str(raw)),
-                "duckdb": DuckDBStore(path=str(raw.parent / "rag.duckdb")),
-            },
-        )
-        second = sensor(context).run_requests[0]
-        order = instance.get_dynamic_partitions("items")
-        start = order.index(second.tags["dagster/asset_partition_range_start"])
-        end = order.index(second.tags["dagster/asset_partition_range_end"])
-        assert set(order[start : end + 1]) == set(lows)
-        assert second.tags["dagster/priority"] == "-10"
+    context = raw_item_files_context(instance, raw)
+    result = sensor(context)
+    assert len(result.run_requests) == 1
+    request = result.run_requests[0]
+    order = instance.get_dynamic_partitions("items")
+    start = order.index(request.tags["dagster/asset_partition_range_start"])
+    end = order.index(request.tags["dagster/asset_partition_range_end"])
+    # The run's range holds exactly the high-priority items, although they came last.
+    assert set(order[start : end + 1]) == set(highs)
+    assert request.tags["dagster/priority"] == "50"
+    assert request.tags["rag/batch_items"] == "3"
+    # The next tick (no run in flight) takes the low-priority ones.
+    context = raw_item_files_context(instance, raw, cursor=result.cursor)
+    second = sensor(context).run_requests[0]
+    order = instance.get_dynamic_partitions("items")
+    start = order.index(second.tags["dagster/asset_partition_range_start"])
+    end = order.index(second.tags["dagster/asset_partition_range_end"])
+    assert set(order[start : end + 1]) == set(lows)
+    assert second.tags["dagster/priority"] == "-10"
 
 
-def test_sensor_without_priorities_adds_no_tag(tmp_path: Path) -> None:
+@pytest.mark.dagster
+def test_sensor_without_priorities_adds_no_tag(instance, tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     for i in range(3):
         write_page(raw, f"http://site.test/p{i}", f"P{i}", "<p>p</p>")
-    with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(
-            instance=instance,
-            resources={
-                "raw_store": RawItemStore(raw_dir=str(raw)),
-                "duckdb": DuckDBStore(path=str(raw.parent / "rag.duckdb")),
-            },
-        )
-        request = build_raw_item_files_sensor("streaming")(context).run_requests[0]
+    context = raw_item_files_context(instance, raw)
+    request = build_raw_item_files_sensor("streaming")(context).run_requests[0]
     assert "dagster/priority" not in request.tags
     assert request.tags["rag/batch_items"] == "3"

@@ -6,8 +6,6 @@ import json
 import multiprocessing
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -112,24 +110,15 @@ def test_withdrawn_when_reached_again(tmp_path):
     assert prune.read_removals(tmp_path) == {"b": "gone"}
 
 
-class _Down(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - http.server API
-        self.send_response(503)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def down_site():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Down)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
+def down_site(tmp_path, local_site):
+    """A site answering 503 to everything."""
+    site = local_site(tmp_path / "www", delay_s=0)
+    site.mode["value"] = "down"
+    return site.url
 
 
+@pytest.mark.e2e
 def test_real_crawl_of_a_503_site_reports_its_start_url_failed(tmp_path, down_site):
     """A real Scrapy crawl: Scrapy says `finished`, the evidence says the site was down."""
     stats_file = tmp_path / "stats.json"

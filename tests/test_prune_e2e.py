@@ -2,53 +2,23 @@
 
 from __future__ import annotations
 
-import functools
-import threading
-from http.server import ThreadingHTTPServer
-
 import pytest
 
 from rag_core.instance import open_instance
-from tests.test_e2e_daemon import SlowHandler, build_site, rag, rag_run, table
+from tests.helpers import build_site
+from tests.test_e2e_daemon import rag, rag_run, table
 
 pytestmark = pytest.mark.e2e
 PAGES = 8
 
 
-class Site(SlowHandler):
-    """The test site, which can go down (503 to everything) or lose its links."""
-
-    mode = {"value": "up"}
-
-    def do_GET(self):  # noqa: N802
-        mode = self.mode["value"]
-        if mode == "down":
-            self.send_response(503)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        if mode == "orphaned" and self.path in ("/", "/index.html"):
-            body = b"<html><head><title>Home</title></head><body><main><h1>Home</h1>"
-            body += b"<p>Everything else moved away.</p></main></body></html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        super().do_GET()
-
-
 @pytest.fixture
-def site(tmp_path):
+def site(tmp_path, local_site):
+    """The test site, which can go down (503 to everything) or lose its links."""
     root = tmp_path / "www"
     build_site(root, PAGES)
-    mode = {"value": "up"}
-    handler = type("ModalSite", (Site,), {"mode": mode})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=root))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield mode, f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
+    served = local_site(root)
+    return served.mode, served.url
 
 
 def stores(data):

@@ -22,7 +22,6 @@ from rag_core.ids import item_key
 from rag_core.server_state import ServerState, live_server, read_state, state_path, write_state
 from rag_core.settings import TOKEN_ENV, new_token
 from rag_core.stores import duckdb_store as store
-from tests.helpers import settings_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = [
@@ -47,6 +46,7 @@ SEARCH = (
 )
 
 
+@pytest.mark.unit
 def test_numpy_encoder_gives_the_torch_models_vectors():
     info = embedding.resolve_model(embedding.DEFAULT_MODEL)
     fast = NumpyBertEncoder(Path(info.path), info.max_seq_length).encode(TEXTS)
@@ -96,8 +96,7 @@ def run_search(settings, question: str) -> tuple[list[dict], bool, bool]:
 
 
 @pytest.fixture
-def data(tmp_path):
-    settings = settings_for(tmp_path / "data", EMBEDDING_SERVER="false")
+def data(settings):
     build_store(settings)
     return settings
 

@@ -3,17 +3,14 @@ re-crawl; one that keeps failing is recorded once and not retried in a loop."""
 
 from __future__ import annotations
 
-import dagster as dg
 import duckdb
+import pytest
 
-from rag_assets.definitions import build_definitions
-from rag_assets.ingest import chunks, documents, embeddings, raw_items
 from rag_core import reconcile, stores
 from rag_core.embedders import SentenceTransformersEmbedder
 from rag_core.status import recent_errors
 from resources.embedder import EmbedderResource
-from tests.helpers import settings_for, write_page
-from tests.test_sensor import evaluate, instance  # noqa: F401 - the fixture
+from tests.helpers import evaluate_sensor, run_request, write_page
 
 
 class DownEmbedder(SentenceTransformersEmbedder):
@@ -30,45 +27,39 @@ class BrokenEmbedder(EmbedderResource):
         return DownEmbedder(self.model)
 
 
-def run_like(inst, settings, request, embedder=None):
-    resources = build_definitions(settings).resources
-    if embedder is not None:
-        resources = resources | {"embedder": embedder}
-    return dg.materialize(
-        [raw_items, documents, chunks, embeddings],
-        instance=inst,
-        resources=resources,
-        tags=request.tags,
-        raise_on_error=False,
-    )
-
 
 def count(settings, sql):
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         return con.execute(sql).fetchone()[0]
 
 
-def test_a_failed_batch_is_completed_later_without_a_recrawl(instance, tmp_path):  # noqa: F811
-    settings = settings_for(tmp_path / "data", EMBEDDING_SERVER="false")
+def test_a_failed_batch_is_completed_later_without_a_recrawl(instance, settings):
     raw = settings.raw_dir
     keys = [write_page(raw, f"http://site.test/p{i}", f"P{i}", "<p>text</p>") for i in range(3)]
-    first = evaluate(instance, raw)
+    first = evaluate_sensor(instance, raw)
     broken = BrokenEmbedder(model=settings.embedding_model)
-    assert not run_like(instance, settings, first.run_requests[0], broken).success
+    failed = run_request(
+        instance,
+        settings,
+        first.run_requests[0],
+        resources={"embedder": broken},
+        raise_on_error=False,
+    )
+    assert not failed.success
     assert count(settings, "SELECT count(*) FROM ingested_files WHERE state = 'stored'") == 0
     # The next tick finds no new file: without reconciliation the pages were lost for good.
-    idle = evaluate(instance, raw, first.cursor)
+    idle = evaluate_sensor(instance, raw, first.cursor)
     assert not idle.run_requests
     # `rag run` asks for a reconciliation at start; the fault is gone.
     reconcile.request_reconcile(raw)
-    again = evaluate(instance, raw, idle.cursor)
+    again = evaluate_sensor(instance, raw, idle.cursor)
     assert [r.tags["rag/batch_items"] for r in again.run_requests] == ["3"]
-    assert run_like(instance, settings, again.run_requests[0]).success
+    assert run_request(instance, settings, again.run_requests[0]).success
     assert count(settings, "SELECT count(DISTINCT item_id) FROM embeddings") == 3
     assert count(settings, "SELECT count(*) FROM ingested_files WHERE state = 'stored'") == 3
     # All stored: the next reconciliation asks for nothing.
     reconcile.request_reconcile(raw)
-    assert not evaluate(instance, raw, again.cursor).run_requests
+    assert not evaluate_sensor(instance, raw, again.cursor).run_requests
     assert set(keys) == {k for k, _ in reconcile_view(settings)}
 
 
@@ -76,6 +67,7 @@ def reconcile_view(settings):
     return stores.store_at(settings.duckdb_path, 5).ingested_files().items()
 
 
+@pytest.mark.unit
 def test_backoff_then_give_up_once(tmp_path):
     now = 1000.0
     retry, give_up, attempts = reconcile.plan_retries(["a"], {}, now, backoff_s=10)

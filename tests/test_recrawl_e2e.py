@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import functools
-import threading
-from http.server import ThreadingHTTPServer
-
 import pytest
 
 from rag_core.ids import item_key
 from rag_core.instance import open_instance
 from rag_core.items import item_file_name
-from tests.test_e2e_daemon import SlowHandler, build_site, rag_run, table
+from tests.helpers import build_site
+from tests.test_e2e_daemon import rag_run, table
 
 pytestmark = pytest.mark.e2e
 PAGES = 12
 
 
 @pytest.fixture
-def site(tmp_path):
+def site(tmp_path, local_site):
     root = tmp_path / "www"
     build_site(root, PAGES)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SlowHandler, directory=root))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
+    return root, local_site(root).url
 
 
 def snapshot(data):

@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 
 import dagster as dg
-from dagster._core.storage.defs_state.base import set_defs_state_storage
 
-from rag_assets.definitions import build_definitions
-from rag_assets.ingest import chunks, documents, embeddings, raw_items
 from rag_assets.prune import build_removed_pages
 from rag_core import prune
 from rag_core.ids import canonical_url, is_legacy_key, item_key, legacy_item_key
@@ -16,12 +13,10 @@ from rag_core.items import CrawledItem, item_file_name, write_item_atomically
 from rag_core.rekey import legacy_keys, rekey_item_files
 from rag_core.status import legacy_warning
 from rag_core.stores import duckdb_store as store
-from resources.duckdb_store import DuckDBStore
-from resources.raw_items import RawItemStore
 from sensors.raw_item_files import build_raw_item_files_sensor
-from tests.helpers import page_html, paragraphs, settings_for
+from sensors.testing import raw_item_files_context
+from tests.helpers import page_html, paragraphs, run_request, settings_for
 
-INGEST = [raw_items, documents, chunks, embeddings]
 URLS = ["http://docs.test/install/windows.html", "http://docs.test/faq", "http://docs.test/"]
 TOPICS = ["windows", "faq", "home"]
 
@@ -43,37 +38,19 @@ def write_legacy_page(raw, url: str, topic: str) -> str:
 
 
 def tick(instance, raw, cursor):
-    sensor = build_raw_item_files_sensor("streaming")
-    context = dg.build_sensor_context(
-        instance=instance,
-        cursor=cursor,
-        resources={
-            "raw_store": RawItemStore(raw_dir=str(raw)),
-            "duckdb": DuckDBStore(path=str(raw.parent / "rag.duckdb")),
-        },
+    return build_raw_item_files_sensor("streaming")(
+        raw_item_files_context(instance, raw, cursor=cursor)
     )
-    return sensor(context)
 
 
-def run_request(instance, settings, request) -> None:
+def run_job_request(instance, settings, request) -> None:
     """Carry out a run request of the sensor in-process, as the daemon would launch it."""
-    resources = build_definitions(settings).resources
     if request.job_name == "prune_removed_pages":
-        assets = [build_removed_pages(False)]
+        pruner = build_removed_pages(False)
+        result = run_request(instance, settings, request, assets=[pruner], selection=[pruner.key])
     else:
         assert request.job_name == "ingest_items"
-        assets = INGEST
-    # Dagster looks up the current instance's definitions-state storage through a context
-    # variable; in a long test session it can be left pointing at an instance another test
-    # already dropped ("undefined DagsterInstance weakref"). Point it at this test's instance.
-    with set_defs_state_storage(instance.defs_state_storage):
-        result = dg.materialize(
-            assets,
-            instance=instance,
-            resources=resources,
-            tags=request.tags,
-            selection=[a.key for a in assets] if request.job_name != "ingest_items" else None,
-        )
+        result = run_request(instance, settings, request)
     assert result.success
 
 
@@ -98,7 +75,7 @@ def test_legacy_folder_is_rekeyed_from_its_item_files_and_nothing_is_orphaned(tm
         # Before: the old scheme still works (listed, registered, ingested under its keys).
         first = tick(instance, raw, None)
         assert set(instance.get_dynamic_partitions("items")) == {*old_keys, broken}
-        run_request(instance, settings, first.run_requests[0])
+        run_job_request(instance, settings, first.run_requests[0])
         assert item_ids(settings)["embeddings"] == set(old_keys)
         assert "16-hex" in (legacy_warning(raw) or "")
 
@@ -120,10 +97,10 @@ def test_legacy_folder_is_rekeyed_from_its_item_files_and_nothing_is_orphaned(tm
         # The sensor removes the old keys first (prune run), then ingests the new ones.
         second = tick(instance, raw, first.cursor)
         assert [r.job_name for r in second.run_requests] == ["prune_removed_pages"]
-        run_request(instance, settings, second.run_requests[0])
+        run_job_request(instance, settings, second.run_requests[0])
         third = tick(instance, raw, second.cursor)
         assert [r.job_name for r in third.run_requests] == ["ingest_items"]
-        run_request(instance, settings, third.run_requests[0])
+        run_job_request(instance, settings, third.run_requests[0])
 
         assert set(instance.get_dynamic_partitions("items")) == {*new_keys, broken}
         assert prune.read_removals(raw) == {}

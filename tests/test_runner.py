@@ -15,6 +15,7 @@ from rag_core.instance import open_instance
 from rag_core.runner import Progress, Reporter, RunFailedError, _failed_runs, fail_orphaned_runs
 
 
+@pytest.mark.dagster
 def test_runs_left_in_flight_by_a_dead_session_are_failed(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
@@ -33,6 +34,7 @@ def test_runs_left_in_flight_by_a_dead_session_are_failed(tmp_path):
         assert instance.get_run_by_id(done.run_id).status == dg.DagsterRunStatus.SUCCESS
 
 
+@pytest.mark.dagster
 def test_a_live_daemon_on_the_instance_is_left_alone(tmp_path):
     from dagster._daemon.types import DaemonHeartbeat
 
@@ -79,6 +81,7 @@ def test_progress_prints_a_plain_line_per_change_when_not_a_terminal(tmp_path):
     assert rows[0].startswith("epoch,elapsed,files") and len(rows) == 4
 
 
+@pytest.mark.dagster
 def test_a_stopped_session_leaves_no_heartbeat_behind(tmp_path):
     from dagster._daemon.types import DaemonHeartbeat
 

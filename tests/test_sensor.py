@@ -6,41 +6,16 @@ import json
 import uuid
 
 import dagster as dg
-import pytest
 from dagster._core.storage.dagster_run import DagsterRun
 
 from rag_core.batches import MANIFEST_TAG, read_manifest
-from resources.duckdb_store import DuckDBStore
-from resources.raw_items import RawItemStore
 from sensors.raw_item_files import build_raw_item_files_sensor
-from tests.helpers import write_page
+from tests.helpers import evaluate_sensor, write_page
 
 raw_item_files = build_raw_item_files_sensor("streaming")
 batch_sensor = build_raw_item_files_sensor("batch")
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
-def evaluate(instance, raw_dir, cursor=None, sensor=raw_item_files):
-    context = dg.build_sensor_context(
-        instance=instance,
-        cursor=cursor,
-        resources={
-            "raw_store": RawItemStore(raw_dir=str(raw_dir)),
-            "duckdb": DuckDBStore(path=str(raw_dir.parent / "rag.duckdb")),
-        },
-    )
-    result = sensor(context)
-    # The daemon applies partition requests before run requests; do the same here.
-    for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
-    return result
 
 
 def add_run(instance, status, lane="ingest"):
@@ -52,7 +27,7 @@ def add_run(instance, status, lane="ingest"):
 
 
 def test_no_files_skips(instance, tmp_path):
-    result = evaluate(instance, tmp_path / "raw")
+    result = evaluate_sensor(instance, tmp_path / "raw")
     assert not result.run_requests
     assert "no new or changed item files" in result.skip_reason.skip_message
 
@@ -62,7 +37,7 @@ def test_new_files_become_partitions_and_one_range_run(instance, tmp_path):
     keys = [write_page(raw, f"http://site.test/p{i}", f"Page {i}", "<p>x</p>") for i in range(5)]
     (raw / ".tmp_abc.json").write_text("{}")  # a write in progress is not an item
     (raw / "notes.txt").write_text("ignored")
-    result = evaluate(instance, raw)
+    result = evaluate_sensor(instance, raw)
     assert sorted(instance.get_dynamic_partitions("items")) == sorted(keys)
     assert len(result.run_requests) == 1
     request = result.run_requests[0]
@@ -72,26 +47,26 @@ def test_new_files_become_partitions_and_one_range_run(instance, tmp_path):
     assert request.tags["rag/batch_items"] == "5"
     assert request.job_name == "ingest_items"
     # The next tick finds nothing new.
-    again = evaluate(instance, raw, result.cursor)
+    again = evaluate_sensor(instance, raw, result.cursor)
     assert not again.run_requests
 
 
 def test_items_wait_while_a_run_is_in_flight_then_go_in_one_batch(instance, tmp_path):
     raw = tmp_path / "raw"
     write_page(raw, "http://site.test/a", "A", "<p>a</p>")
-    first = evaluate(instance, raw)
+    first = evaluate_sensor(instance, raw)
     assert len(first.run_requests) == 1
     run = add_run(instance, dg.DagsterRunStatus.STARTED)
     later = [write_page(raw, f"http://site.test/b{i}", f"B{i}", "<p>b</p>") for i in range(3)]
-    waiting = evaluate(instance, raw, first.cursor)
+    waiting = evaluate_sensor(instance, raw, first.cursor)
     assert not waiting.run_requests
     assert set(later) <= set(instance.get_dynamic_partitions("items"))
     assert json.loads(waiting.cursor)["pending"] == later
     more = write_page(raw, "http://site.test/c", "C", "<p>c</p>")
-    still = evaluate(instance, raw, waiting.cursor)
+    still = evaluate_sensor(instance, raw, waiting.cursor)
     assert not still.run_requests
     instance.report_run_failed(run)  # the run in flight ends
-    go = evaluate(instance, raw, still.cursor)
+    go = evaluate_sensor(instance, raw, still.cursor)
     assert len(go.run_requests) == 1
     tags = go.run_requests[0].tags
     assert tags["rag/batch_items"] == "4"
@@ -104,13 +79,13 @@ def test_a_crawl_run_in_flight_does_not_block_ingestion(instance, tmp_path):
     raw = tmp_path / "raw"
     add_run(instance, dg.DagsterRunStatus.STARTED, lane="crawl")
     write_page(raw, "http://site.test/a", "A", "<p>a</p>")
-    assert len(evaluate(instance, raw).run_requests) == 1
+    assert len(evaluate_sensor(instance, raw).run_requests) == 1
 
 
 def test_garbled_cursor_is_treated_as_empty(instance, tmp_path):
     raw = tmp_path / "raw"
     write_page(raw, "http://site.test/a", "A", "<p>a</p>")
-    assert len(evaluate(instance, raw, cursor="not json").run_requests) == 1
+    assert len(evaluate_sensor(instance, raw, cursor="not json").run_requests) == 1
 
 
 def test_ten_thousand_files_give_capped_runs(instance, tmp_path):
@@ -118,12 +93,12 @@ def test_ten_thousand_files_give_capped_runs(instance, tmp_path):
     raw.mkdir()
     for i in range(10_000):
         (raw / f"item_{i:016x}.json").write_text("{}")
-    result = evaluate(instance, raw)
+    result = evaluate_sensor(instance, raw)
     # A cold start: a small first batch, so the first vectors are stored within seconds...
     assert [r.tags["rag/batch_items"] for r in result.run_requests] == ["8"]
     assert len(instance.get_dynamic_partitions("items")) == 10_000
     # ...and the rest in runs of MAX_BATCH_ITEMS (1000 by default): bounded memory per run.
-    rest = evaluate(instance, raw, result.cursor)
+    rest = evaluate_sensor(instance, raw, result.cursor)
     assert [r.tags["rag/batch_items"] for r in rest.run_requests] == ["1000"]
     order = instance.get_dynamic_partitions("items")
     assert rest.run_requests[0].tags[RANGE_START] == order[8]
@@ -134,33 +109,33 @@ def test_batch_mode_waits_for_the_crawl_then_takes_everything(instance, tmp_path
     raw = tmp_path / "raw"
     crawl = add_run(instance, dg.DagsterRunStatus.STARTED, lane="crawl")
     keys = [write_page(raw, f"http://site.test/p{i}", f"P{i}", "<p>x</p>") for i in range(3)]
-    waiting = evaluate(instance, raw, sensor=batch_sensor)
+    waiting = evaluate_sensor(instance, raw, sensor=batch_sensor)
     assert not waiting.run_requests
     assert "crawl to finish" in waiting.skip_reason.skip_message
     assert set(keys) == set(instance.get_dynamic_partitions("items"))
     instance.report_run_failed(crawl)
-    go = evaluate(instance, raw, waiting.cursor, sensor=batch_sensor)
+    go = evaluate_sensor(instance, raw, waiting.cursor, sensor=batch_sensor)
     assert [r.tags["rag/batch_items"] for r in go.run_requests] == ["3"]
     # Batch mode has no cold-start cap: everything after the crawl goes in one run.
     many = [write_page(raw, f"http://site.test/m{i}", f"M{i}", "<p>m</p>") for i in range(20)]
     crawl2 = add_run(instance, dg.DagsterRunStatus.STARTED, lane="crawl")
-    held = evaluate(instance, raw, go.cursor, sensor=batch_sensor)
+    held = evaluate_sensor(instance, raw, go.cursor, sensor=batch_sensor)
     instance.report_run_failed(crawl2)
-    final = evaluate(instance, raw, held.cursor, sensor=batch_sensor)
+    final = evaluate_sensor(instance, raw, held.cursor, sensor=batch_sensor)
     assert [r.tags["rag/batch_items"] for r in final.run_requests] == [str(len(many))]
 
 
 def test_rewritten_file_is_requested_again_in_a_fixed_order(instance, tmp_path):
     raw = tmp_path / "raw"
     keys = [write_page(raw, f"http://site.test/p{i}", f"P{i}", "<p>x</p>") for i in range(4)]
-    first = evaluate(instance, raw)
+    first = evaluate_sensor(instance, raw)
     assert first.run_requests[0].tags["rag/batch_items"] == "4"
     # Nothing rewritten: the next tick requests nothing (unchanged pages cost no run).
-    idle = evaluate(instance, raw, first.cursor)
+    idle = evaluate_sensor(instance, raw, first.cursor)
     assert not idle.run_requests
     write_page(raw, "http://site.test/p1", "P1", "<p>changed text</p>")
     added = write_page(raw, "http://site.test/new", "New", "<p>n</p>")
-    changed = evaluate(instance, raw, idle.cursor)
+    changed = evaluate_sensor(instance, raw, idle.cursor)
     assert len(changed.run_requests) == 1
     tags = changed.run_requests[0].tags
     # The order never changes (a retried run resolves the same range); the range spans the

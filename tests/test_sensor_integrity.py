@@ -7,14 +7,14 @@ import time
 import uuid
 
 import dagster as dg
+import pytest
 from dagster._core.storage.dagster_run import DagsterRun
 
 from rag_core import prune
-from resources.duckdb_store import DuckDBStore
 from resources.raw_items import RawItemStore
 from sensors.raw_item_files import PRUNE_BACKOFF_S, build_raw_item_files_sensor
-from tests.helpers import write_page
-from tests.test_sensor import evaluate, instance  # noqa: F401 - the fixture
+from sensors.testing import raw_item_files_context
+from tests.helpers import evaluate_sensor, write_page
 
 raw_item_files = build_raw_item_files_sensor("streaming")
 
@@ -35,23 +35,17 @@ class SlowScanStore(RawItemStore):
         return [*files[:-1], (key, rewritten)]
 
 
-def test_a_file_renamed_in_during_a_slow_scan_is_not_skipped(instance, tmp_path):  # noqa: F811
+def test_a_file_renamed_in_during_a_slow_scan_is_not_skipped(instance, tmp_path):
     raw = tmp_path / "raw"
     for i in range(3):
         write_page(raw, f"http://site.test/p{i}", f"P{i}", "<p>x</p>")
-    context = dg.build_sensor_context(
-        instance=instance,
-        resources={
-            "raw_store": SlowScanStore(raw_dir=str(raw)),
-            "duckdb": DuckDBStore(path=str(tmp_path / "rag.duckdb")),
-        },
-    )
+    context = raw_item_files_context(instance, raw, raw_store=SlowScanStore(raw_dir=str(raw)))
     first = raw_item_files(context)
     first_keys = set(instance.get_dynamic_partitions("items"))
     assert first.run_requests[0].tags["rag/batch_items"] == "3" and len(first_keys) == 3
     late = next(k for k, _ in RawItemStore(raw_dir=str(raw)).scan() if k not in first_keys)
     # The next (normal) tick must find the late file.
-    later = evaluate(instance, raw, first.cursor)
+    later = evaluate_sensor(instance, raw, first.cursor)
     assert late in instance.get_dynamic_partitions("items")
     assert later.run_requests and later.run_requests[0].tags["rag/batch_items"] == "1"
 
@@ -67,43 +61,44 @@ def add_prune_run(inst, status):
     return run
 
 
-def test_a_failing_prune_backs_off_and_ingestion_goes_on(instance, tmp_path):  # noqa: F811
+def test_a_failing_prune_backs_off_and_ingestion_goes_on(instance, tmp_path):
     raw = tmp_path / "raw"
-    first = evaluate(instance, raw / "none")
+    first = evaluate_sensor(instance, raw / "none")
     write_page(raw, "http://site.test/a", "A", "<p>a</p>")
     prune.add_removals(raw, {"0123456789abcdef": "gone"})
-    asked = evaluate(instance, raw, first.cursor)
+    asked = evaluate_sensor(instance, raw, first.cursor)
     assert [r.job_name for r in asked.run_requests] == ["prune_removed_pages"]
     # The prune run fails (graph server down): the next ticks ingest, they do not re-prune.
     add_prune_run(instance, dg.DagsterRunStatus.FAILURE)
-    tick = evaluate(instance, raw, asked.cursor)
+    tick = evaluate_sensor(instance, raw, asked.cursor)
     assert [r.job_name for r in tick.run_requests] == ["ingest_items"]
-    idle = evaluate(instance, raw, tick.cursor)
+    idle = evaluate_sensor(instance, raw, tick.cursor)
     assert not idle.run_requests and "after a failed prune" in idle.skip_reason.skip_message
 
 
-def test_the_prune_is_retried_after_the_backoff(instance, tmp_path, monkeypatch):  # noqa: F811
+def test_the_prune_is_retried_after_the_backoff(instance, tmp_path, monkeypatch):
     raw = tmp_path / "raw"
     raw.mkdir()
     prune.add_removals(raw, {"0123456789abcdef": "gone"})
     add_prune_run(instance, dg.DagsterRunStatus.FAILURE)
-    assert not evaluate(instance, raw).run_requests
+    assert not evaluate_sensor(instance, raw).run_requests
     now = time.time()
     monkeypatch.setattr(time, "time", lambda: now + PRUNE_BACKOFF_S + 1)
-    assert [r.job_name for r in evaluate(instance, raw).run_requests] == ["prune_removed_pages"]
+    requests = evaluate_sensor(instance, raw).run_requests
+    assert [r.job_name for r in requests] == ["prune_removed_pages"]
     # Two failures in a row: the wait doubles.
     add_prune_run(instance, dg.DagsterRunStatus.FAILURE)
-    assert not evaluate(instance, raw).run_requests
+    assert not evaluate_sensor(instance, raw).run_requests
 
 
-def test_batches_are_capped_by_items_and_bytes(instance, tmp_path):  # noqa: F811
+def test_batches_are_capped_by_items_and_bytes(instance, tmp_path):
     raw = tmp_path / "raw"
     for i in range(25):
         write_page(raw, f"http://site.test/p{i}", f"P{i}", "<p>x</p>")
     capped = build_raw_item_files_sensor("batch", max_items=10, max_bytes=10**9)
     sizes, cursor = [], None
     for _ in range(4):
-        result = evaluate(instance, raw, cursor, sensor=capped)
+        result = evaluate_sensor(instance, raw, cursor, sensor=capped)
         cursor = result.cursor
         sizes += [int(r.tags["rag/batch_items"]) for r in result.run_requests]
     # Batch mode still takes everything, in runs of at most MAX_BATCH_ITEMS.
@@ -113,10 +108,11 @@ def test_batches_are_capped_by_items_and_bytes(instance, tmp_path):  # noqa: F81
     for i in range(6):
         write_page(raw2, f"http://big.test/p{i}", f"B{i}", "<p>" + "y" * 1500 + "</p>")
     with dg.instance_for_test() as other:
-        first = evaluate(other, raw2, sensor=big)
+        first = evaluate_sensor(other, raw2, sensor=big)
         assert first.run_requests[0].tags["rag/batch_items"] == "1"  # ~1.8 kB each, 3 kB cap
 
 
+@pytest.mark.unit
 def test_choose_batch_always_takes_one_and_keeps_order():
     from sensors.raw_item_files import choose_batch
 

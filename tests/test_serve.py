@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,16 +21,10 @@ import pytest
 from rag_core.evaluation import ChunkingOptions, build_index
 from rag_core.search import embedder_for
 from rag_core.settings import PROJECT_ROOT
-from tests.helpers import settings_for
+from tests.helpers import free_port, settings_for
 
 SITE = PROJECT_ROOT / "data" / "demo_site"
 KEEP = ("docs/install/", "faq.html", "docs/troubleshooting/")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url: str, timeout: float = 60) -> tuple[int, dict]:

@@ -7,7 +7,6 @@ whatever it left running.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import signal
@@ -16,7 +15,6 @@ import sys
 import threading
 import time
 import uuid
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,7 @@ import pytest
 from rag_core.runner import free_port
 from rag_core.session import SessionLock, SessionLockedError, session_processes
 from rag_core.settings import PROJECT_ROOT
+from tests.helpers import static_site
 
 TAG = "RAG_TEST_TAG"
 
@@ -68,6 +67,7 @@ def describe(pids: list[int]) -> str:
 # -- the lock ---------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_a_second_session_on_the_folder_fails_at_once_naming_the_holder(tmp_path):
     first = SessionLock(tmp_path, "rag run").acquire()
     started = time.monotonic()
@@ -115,15 +115,6 @@ def test_the_lock_of_a_killed_session_is_taken_over_and_its_orphans_reaped(tmp_p
 # -- real `rag run` sessions ------------------------------------------------------------------
 
 
-class QuietSlowHandler(SimpleHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802
-        threading.Event().wait(0.3)  # pages trickle in: the session is mid-flight when killed
-        super().do_GET()
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("session-site")
@@ -135,12 +126,9 @@ def site(tmp_path_factory):
             + f"<p>Page {i} explains retries, crawling and embeddings in some detail.</p>" * 5
             + "</body></html>"
         )
-    server = ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(QuietSlowHandler, directory=root)
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    # Pages trickle in: the session is mid-flight when killed.
+    with static_site(root, delay_s=0.3) as served:
+        yield served.netloc
 
 
 def start_rag_run(data: Path, tag: str, start_url: str, **env: str) -> subprocess.Popen:

@@ -8,24 +8,20 @@ file held by another process for 30 s. `make soak` runs more seeds (SOAK_SEEDS=0
 
 from __future__ import annotations
 
-import functools
 import os
 import random
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import ThreadingHTTPServer
 
 import numpy as np
 import psutil
 import pytest
 
 from rag_core.fingerprint import settings_fingerprint
-from tests.helpers import settings_for
-from tests.test_e2e_daemon import build_site, rag, table
-from tests.test_prune_e2e import Site
+from tests.helpers import build_site, settings_for, static_site
+from tests.test_e2e_daemon import rag, table
 
 pytestmark = pytest.mark.e2e
 PAGES = 60
@@ -38,12 +34,8 @@ ENV = {"CRAWL_CONCURRENCY": "2", "RUN_TIMEOUT_SECONDS": "500"}
 def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("soak-site") / "www"
     build_site(root, PAGES)
-    mode = {"value": "up"}
-    handler = type("SoakSite", (Site,), {"mode": mode})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=root))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield mode, f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
+    with static_site(root) as served:
+        yield served.mode, served.url
 
 
 @pytest.fixture(scope="module")

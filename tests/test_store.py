@@ -51,6 +51,7 @@ def test_embeddings_dimension_mismatch_is_a_clear_error(tmp_path):
             store.ensure_schema(con, 768)
 
 
+@pytest.mark.e2e
 def test_connect_waits_for_another_process_to_release_the_file(tmp_path):
     path = tmp_path / "t.duckdb"
     with store.connect(path) as con:
@@ -72,6 +73,7 @@ def test_connect_waits_for_another_process_to_release_the_file(tmp_path):
     holder.wait()
 
 
+@pytest.mark.e2e
 def test_connect_gives_up_after_the_timeout(tmp_path):
     path = tmp_path / "t.duckdb"
     holder = subprocess.Popen(

@@ -11,27 +11,22 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-import dagster as dg
 import duckdb
 import psutil
 import pytest
 
-from rag_assets.definitions import build_definitions
-from rag_assets.ingest import chunks, documents, embeddings, raw_items
 from rag_core.instance import open_instance
-from tests.helpers import paragraphs, settings_for, write_page
+from tests.helpers import free_port, materialize_range, paragraphs, settings_for, write_page
 
 ROOT = Path(__file__).resolve().parents[1]
 WEBSERVER = ROOT / ".venv" / "bin" / "dagster-webserver"
 LOAD_TIMEOUT_S = 45
-INGEST = [raw_items, documents, chunks, embeddings]
 LINEAGE = ["crawled_pages", "raw_items", "documents", "chunks", "embeddings"]
 
 WORKSPACE_QUERY = """
@@ -86,12 +81,6 @@ query ItemPartitions($assetKeys: [AssetKeyInput!], $partitions: [String!]) {
   }
 }
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def graphql(base: str, query: str, variables: dict | None = None) -> dict:
@@ -173,17 +162,9 @@ def ingested(tmp_path_factory):
     home.mkdir(parents=True)
     (home / "dagster.yaml").symlink_to(ROOT / "dagster.yaml")
     with open_instance(home) as instance:
-        instance.add_dynamic_partitions("items", [*keys, pending])
-        result = dg.materialize(
-            INGEST,
-            instance=instance,
-            resources=build_definitions(settings).resources,
-            tags={
-                "dagster/asset_partition_range_start": keys[0],
-                "dagster/asset_partition_range_end": keys[-1],
-            },
-        )
+        result = materialize_range(instance, settings, keys)
         assert result.success
+        instance.add_dynamic_partitions("items", [pending])  # registered, never materialised
         registered = instance.get_dynamic_partitions("items")
     assert registered == [*keys, pending]
     return settings, keys, pending, result.run_id
