@@ -20,13 +20,13 @@ import threading
 import time
 from pathlib import Path
 
+from rag_app.status import item_keys_on_disk
 from rag_core import embedding, ids, store
 from rag_core.chunking import ModelTokenizer, chunk_document, max_chunk_tokens
 from rag_core.extraction import extract_document
 from rag_core.fingerprint import settings_fingerprint
 from rag_core.items import ItemFileError, item_file_name, read_item_file
 from rag_core.settings import PROJECT_ROOT, load_settings
-from rag_core.status import item_keys_on_disk
 
 GROUP_CHUNKS = 256
 

@@ -3,7 +3,7 @@
     python -m bench.partition_scale --files 100000 --run-partitions 10000 --json out.json
 
 Writes ``--files`` tiny item files, then on a fresh instance that uses the project's own
-``dagster.yaml`` (the SQLite storage of ``rag_core/dagster_storage.py``):
+``dagster.yaml`` (the SQLite storage of ``rag_app/dagster_storage.py``):
 
 1. one tick of the ``raw_item_files`` sensor (scan, register every new partition in one
    call, request the run), and an idle tick once all are known;

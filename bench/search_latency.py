@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from rag_app.search import search
 from rag_core import store
 from rag_core.fingerprint import settings_fingerprint
-from rag_core.search import search
 from rag_core.settings import load_settings
 
 DIM = 384

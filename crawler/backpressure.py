@@ -21,6 +21,7 @@ go through the pipelines concurrently, so one signal can see two increments.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,9 +49,12 @@ class IngestedSince:
     Dagster instance at ``dagster_home`` incrementally."""
 
     def __init__(self, dagster_home: str, since: float):
-        from rag_core.instance import open_instance
+        import dagster as dg
 
-        self.instance = open_instance(dagster_home)
+        # As rag_app.instance.open_instance does (the crawler may import only rag_core):
+        # dagster.yaml keeps its storage under $DAGSTER_HOME.
+        os.environ["DAGSTER_HOME"] = str(dagster_home)
+        self.instance = dg.DagsterInstance.from_config(str(dagster_home))
         self.since = since
         self.cursor: str | None = None
         self.keys: set[str] = set()

@@ -109,7 +109,7 @@ class InstanceView:
         if self.instance is None:
             if not (self.home / "dagster.yaml").exists():
                 return None
-            from rag_core.instance import open_instance
+            from rag_app.instance import open_instance
 
             self.instance = open_instance(self.home)
         return self.instance

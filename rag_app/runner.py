@@ -21,23 +21,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rag_core.instance import open_instance
-from rag_core.items import scan_item_files
-from rag_core.metrics import metrics_exporter
-from rag_core.prune import describe_refusal, read_refusal, read_removals
-from rag_core.reconcile import request_reconcile
-from rag_core.redact import mask_secrets
-from rag_core.rekey import rekey_item_files
-from rag_core.server_state import state_path
-from rag_core.session import (
+from rag_app.instance import open_instance
+from rag_app.metrics import metrics_exporter
+from rag_app.session import (
     SESSION_ENV,
     SessionLock,
     SessionLockedError,
     signals_raise,
     stop_session_processes,
 )
+from rag_app.status import store_counts
+from rag_core.items import scan_item_files
+from rag_core.prune import describe_refusal, read_refusal, read_removals
+from rag_core.reconcile import request_reconcile
+from rag_core.redact import mask_secrets
+from rag_core.rekey import rekey_item_files
+from rag_core.server_state import state_path
 from rag_core.settings import PROJECT_ROOT, TOKEN_ENV, Settings, child_environment, new_token
-from rag_core.status import store_counts
 
 BIN = Path(sys.executable).parent
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
@@ -218,7 +218,7 @@ def start_embedding_server(settings: Settings, services: Services, token: str) -
     services.start(
         "embedding-server",
         [
-            sys.executable, "-m", "rag_core.embedding_server", "--port", str(port),
+            sys.executable, "-m", "rag_app.embedding_server", "--port", str(port),
             "--model", settings.embedding_model, "--dtype", settings.embedding_dtype,
             "--threads", str(settings.torch_num_threads),
             # rag search finds the warm model through this file (rag_core.server_state).
@@ -233,7 +233,7 @@ def wait_for_embedding_server(
     url: str, services: Services, token: str, timeout_s: float = 180
 ) -> dict:
     """Block until the server has loaded its model and answers."""
-    from rag_core.embedding_server import health
+    from rag_core.embedding_client import health
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -251,13 +251,13 @@ def demo_site_if_needed(settings: Settings) -> Iterator[str | None]:
     if settings.start_urls:
         yield None
         return
-    from resources.scrapy_crawler import DEMO_SITE_ROOT, demo_site
+    from demo_site.serve import DEMO_SITE_ROOT, serve_demo_site
 
     if not any(DEMO_SITE_ROOT.glob("*.html")):
         raise RunFailedError(
             f"the demo site is missing: run `python -m demo_site.generate --out {DEMO_SITE_ROOT}`"
         )
-    with demo_site(settings.demo_site_port) as url:
+    with serve_demo_site(settings.demo_site_port) as url:
         yield url
 
 
@@ -283,8 +283,8 @@ class Progress:
 
 def reindex_note(settings: Settings, files: int) -> str:
     """"Index <fp>: n of m pages; re-index under way ..." while two fingerprints are stored."""
+    from rag_app.status import describe_coverage, index_coverage
     from rag_core.fingerprint import settings_fingerprint
-    from rag_core.status import describe_coverage, index_coverage
 
     coverage = index_coverage(settings.duckdb_path, settings_fingerprint(settings), files)
     return describe_coverage(coverage) if coverage["pages_other"] else ""

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rag_app.instance import open_instance
 from rag_core import prune, store
-from rag_core.instance import open_instance
 from rag_core.items import scan_item_files
 from rag_core.redact import mask_secrets
 

@@ -18,7 +18,7 @@ from rag_core.settings import Settings, load_settings
 from resources.chunker import TokenChunker
 from resources.duckdb_store import DuckDBStore
 from resources.embedder import SentenceTransformerEmbedder
-from resources.graph_sink import Neo4jGraphSink
+from resources.graph_sink import graph_sink_from_settings
 from resources.raw_items import RawItemStore
 from resources.scrapy_crawler import ScrapyCrawler
 from sensors.graph_catch_up import graph_catch_up
@@ -72,16 +72,6 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     }
 
 
-def build_graph_resource(settings: Settings) -> Neo4jGraphSink:
-    """The graph sink; the password is read from NEO4J_PASSWORD when a run or tick needs it."""
-    return Neo4jGraphSink(
-        uri=settings.neo4j_uri,
-        user=settings.neo4j_user,
-        password=dg.EnvVar("NEO4J_PASSWORD"),
-        database=settings.neo4j_database,
-    )
-
-
 def build_definitions(settings: Settings) -> dg.Definitions:
     """Definitions for ``settings`` (tests build them for a temporary data folder)."""
     graph = settings.use_neo4j  # the graph sink is optional: nothing of it exists without it
@@ -102,7 +92,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         ]
         + ([graph_catch_up] if graph else []),
         resources=build_resources(settings)
-        | ({"graph": build_graph_resource(settings)} if graph else {}),
+        | ({"graph": graph_sink_from_settings(settings)} if graph else {}),
         # One process per run: torch and the model load once, all items share batches.
         executor=dg.in_process_executor,
     )

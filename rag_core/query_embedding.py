@@ -48,7 +48,7 @@ class QueryEmbedder:
     def embed(self, texts: list[str]) -> tuple[np.ndarray, str]:
         """Normalised float32 vectors for ``texts`` and where they were computed."""
         if self.server_url:
-            from rag_core.embedding_server import EmbeddingServerError, remote_encode
+            from rag_core.embedding_client import EmbeddingServerError, remote_encode
 
             try:
                 vectors = remote_encode(

@@ -86,7 +86,7 @@ def _alive(pid: int) -> bool:
 def live_server(path: Path, model: str, dtype: str, timeout: float = 1.0) -> ServerState | None:
     """The server announced in ``path`` if it is alive, answers, and serves ``model`` in
     ``dtype``; None otherwise (no file, a dead process, another model or dtype)."""
-    from rag_core.embedding_server import health
+    from rag_core.embedding_client import health
 
     state = read_state(path)
     if state is None or not _alive(state.pid):

@@ -10,7 +10,7 @@ import dagster as dg
 import numpy as np
 
 from rag_core import embedding
-from rag_core.embedding_server import EmbeddingServerError, remote_encode
+from rag_core.embedding_client import EmbeddingServerError, remote_encode
 from rag_core.settings import TOKEN_ENV, secret
 
 log = logging.getLogger(__name__)

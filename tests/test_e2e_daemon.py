@@ -16,9 +16,9 @@ import duckdb
 import numpy as np
 import pytest
 
+from rag_app.instance import open_instance
+from rag_app.search import search
 from rag_core.ids import item_key
-from rag_core.instance import open_instance
-from rag_core.search import search
 from tests.helpers import settings_for
 
 pytestmark = pytest.mark.e2e
@@ -76,7 +76,7 @@ def rag(data: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER")}
     full_env.update(DATA_DIR=str(data), DUCKDB_PATH=str(data / "rag.duckdb"), **env)
     return subprocess.run(
-        [sys.executable, "-m", "rag_core.cli", *args],
+        [sys.executable, "-m", "rag_app.cli", *args],
         env=full_env,
         capture_output=True,
         text=True,
@@ -116,7 +116,7 @@ class SearchLoop(threading.Thread):
     def __init__(self, data: Path):
         super().__init__(daemon=True)
         self.settings = settings_for(data, EMBEDDING_SERVER="false")
-        from rag_core.search import embedder_for
+        from rag_app.search import embedder_for
 
         self.embedder = embedder_for(self.settings)
         self.embedder.embed(["warm up"])
@@ -257,7 +257,7 @@ def test_killed_ingestion_run_recovers_to_identical_stores(streamed, site, tmp_p
         [
             sys.executable,
             "-m",
-            "rag_core.cli",
+            "rag_app.cli",
             "run",
             "--mode",
             "batch",

@@ -7,7 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from rag_core import embedding, embedding_server
+from rag_app import embedding_server
+from rag_core import embedding, embedding_client
 from rag_core.settings import TOKEN_ENV
 from resources.embedder import SentenceTransformerEmbedder
 
@@ -65,7 +66,7 @@ def test_local_vectors_are_normalised_and_meaningful(local_vectors):
 
 
 def test_server_gives_the_same_vectors_as_in_process(server, local_vectors, monkeypatch):
-    assert embedding_server.health(server, TOKEN)["dimension"] == 384
+    assert embedding_client.health(server, TOKEN)["dimension"] == 384
     monkeypatch.setenv(TOKEN_ENV, TOKEN)  # runs get the session's token this way
     embedder = SentenceTransformerEmbedder(server_url=server)
     vectors, where = embedder.embed(TEXTS)
@@ -74,8 +75,8 @@ def test_server_gives_the_same_vectors_as_in_process(server, local_vectors, monk
 
 
 def test_model_mismatch_is_refused_and_the_resource_falls_back(server, local_vectors):
-    with pytest.raises(embedding_server.EmbeddingServerError, match="model mismatch"):
-        embedding_server.remote_encode(server, TEXTS, "other/model", "float32", 8, TOKEN)
+    with pytest.raises(embedding_client.EmbeddingServerError, match="model mismatch"):
+        embedding_client.remote_encode(server, TEXTS, "other/model", "float32", 8, TOKEN)
     # Nothing listens on this port: the resource embeds in-process instead of failing.
     vectors, where = SentenceTransformerEmbedder(server_url="http://127.0.0.1:9").embed(TEXTS)
     assert where == "in-process"

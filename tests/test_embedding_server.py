@@ -12,8 +12,10 @@ import uuid
 import numpy as np
 import pytest
 
-from rag_core import embedding, embedding_server
-from rag_core.embedding_server import MAX_BODY_BYTES, MAX_TEXT_CHARS, MAX_TEXTS
+from rag_app import embedding_server
+from rag_app.embedding_server import MAX_TEXT_CHARS
+from rag_core import embedding, embedding_client
+from rag_core.embedding_client import MAX_BODY_BYTES, MAX_TEXTS
 
 TOKEN = uuid.uuid4().hex
 MODEL = embedding.DEFAULT_MODEL
@@ -77,10 +79,10 @@ def good(texts=TEXTS, **fields) -> bytes:
 def test_requests_without_the_session_token_are_refused(server):
     assert status(raw(server, post(good(), token=None))) == 401
     assert status(raw(server, post(good(), token="wrong"))) == 401
-    assert embedding_server.health(url_of(server), "wrong") is None
-    assert embedding_server.health(url_of(server), TOKEN)["dimension"] == 384
-    with pytest.raises(embedding_server.EmbeddingServerError, match="401"):
-        embedding_server.remote_encode(url_of(server), TEXTS, MODEL, "float32", 8, "wrong")
+    assert embedding_client.health(url_of(server), "wrong") is None
+    assert embedding_client.health(url_of(server), TOKEN)["dimension"] == 384
+    with pytest.raises(embedding_client.EmbeddingServerError, match="401"):
+        embedding_client.remote_encode(url_of(server), TEXTS, MODEL, "float32", 8, "wrong")
 
 
 @pytest.mark.parametrize(
@@ -118,9 +120,9 @@ def test_content_length_is_not_trusted(server):
 
 def test_large_inputs_are_split_by_the_client_and_vectors_stay_in_order(server):
     texts = [f"text number {i} about crawling" for i in range(MAX_TEXTS * 2 + 5)]
-    vectors = embedding_server.remote_encode(url_of(server), texts, MODEL, "float32", 64, TOKEN)
+    vectors = embedding_client.remote_encode(url_of(server), texts, MODEL, "float32", 64, TOKEN)
     assert vectors.shape == (len(texts), 384)
-    tail = embedding_server.remote_encode(url_of(server), texts[-3:], MODEL, "float32", 64, TOKEN)
+    tail = embedding_client.remote_encode(url_of(server), texts[-3:], MODEL, "float32", 64, TOKEN)
     assert np.abs(vectors[-3:] - tail).max() < 1e-5
 
 
@@ -155,14 +157,14 @@ def hostile_request(rng: random.Random) -> tuple[bytes, bool]:
 
 def test_fuzzing_never_stops_a_well_formed_client(server):
     url = url_of(server)
-    reference = embedding_server.remote_encode(url, TEXTS, MODEL, "float32", 8, TOKEN)
+    reference = embedding_client.remote_encode(url, TEXTS, MODEL, "float32", 8, TOKEN)
     stop = threading.Event()
     served, failures = [], []
 
     def well_formed_client():
         while not stop.is_set():
             try:
-                vectors = embedding_server.remote_encode(url, TEXTS, MODEL, "float32", 8, TOKEN)
+                vectors = embedding_client.remote_encode(url, TEXTS, MODEL, "float32", 8, TOKEN)
                 assert np.abs(vectors - reference).max() < 1e-5
                 served.append(time.monotonic())
             except Exception as exc:  # noqa: BLE001 - every failure is reported below
@@ -204,7 +206,7 @@ def test_fuzzing_never_stops_a_well_formed_client(server):
     for is_http, code, request in answers:
         if is_http:
             assert code is not None and 400 <= code < 500, (code, request)
-    assert embedding_server.health(url, TOKEN)["encoded"] >= len(TEXTS) * len(served)
+    assert embedding_client.health(url, TOKEN)["encoded"] >= len(TEXTS) * len(served)
 
 
 def test_a_full_queue_or_too_many_connections_get_503_at_once(server):
@@ -219,8 +221,8 @@ def test_a_full_queue_or_too_many_connections_get_503_at_once(server):
         started = time.monotonic()
         answer = raw(server, post(good()))
         assert status(answer) == 503 and b"Retry-After: 1" in answer
-        with pytest.raises(embedding_server.EmbeddingServerError, match="503"):
-            embedding_server._post(url_of(server), TEXTS, MODEL, "float32", 8, TOKEN, timeout=1)
+        with pytest.raises(embedding_client.EmbeddingServerError, match="503"):
+            embedding_client._post(url_of(server), TEXTS, MODEL, "float32", 8, TOKEN, timeout=1)
         assert time.monotonic() - started < 10
         server.jobs = jobs
         # Every connection slot taken: answered without a thread, then closed. The slots are
@@ -235,4 +237,4 @@ def test_a_full_queue_or_too_many_connections_get_503_at_once(server):
         server.jobs = jobs
         for _ in range(held):
             connections.release()
-    assert embedding_server.health(url_of(server), TOKEN) is not None
+    assert embedding_client.health(url_of(server), TOKEN) is not None

@@ -6,12 +6,12 @@ from __future__ import annotations
 import dagster as dg
 import duckdb
 
+from rag_app.search import search
 from rag_assets.checks import one_index_fingerprint
 from rag_assets.definitions import build_definitions
 from rag_assets.ingest import chunks, documents, embeddings, raw_items
 from rag_core import reconcile
 from rag_core.fingerprint import settings_fingerprint
-from rag_core.search import search
 from resources.duckdb_store import DuckDBStore
 from sensors.raw_item_files import build_raw_item_files_sensor
 from tests.helpers import paragraphs, settings_for, write_page
@@ -80,8 +80,8 @@ def test_changed_chunking_reindexes_everything_and_search_never_mixes(
 
 
 def test_coverage_is_shown_while_a_reindex_is_under_way():
-    from rag_core.runner import Progress
-    from rag_core.status import describe_coverage
+    from rag_app.runner import Progress
+    from rag_app.status import describe_coverage
 
     coverage = {
         "fingerprint": "new", "pages_current": 3, "pages_other": 1,

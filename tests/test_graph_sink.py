@@ -344,7 +344,7 @@ def test_search_graph_returns_neighbours_and_linking_pages(site):
         NEO4J_PASSWORD=site.server.password, NEO4J_DATABASE="neo4j", EMBEDDING_SERVER_URL="",
     )  # fmt: skip
     proc = subprocess.run(
-        [sys.executable, "-m", "rag_core.cli", "search", "installing on Windows", "-k", "3",
+        [sys.executable, "-m", "rag_app.cli", "search", "installing on Windows", "-k", "3",
          "--graph", "--json"],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

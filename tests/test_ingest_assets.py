@@ -236,7 +236,7 @@ def test_asset_checks_catch_missing_wrong_and_non_finite_vectors(site, tmp_path)
 
 
 def test_search_shows_a_page_stored_under_two_urls_once(tmp_path):
-    from rag_core.search import search
+    from rag_app.search import search
 
     settings = settings_for(tmp_path / "data", EMBEDDING_SERVER="false")
     body = paragraphs("rotating the signing keys", 2)

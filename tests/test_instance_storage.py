@@ -1,4 +1,4 @@
-"""The project's Dagster instance storage (dagster.yaml -> rag_core.dagster_storage)."""
+"""The project's Dagster instance storage (dagster.yaml -> rag_app.dagster_storage)."""
 
 import os
 import shutil

@@ -27,11 +27,11 @@ import dagster as dg
 import duckdb
 import pytest
 
+from rag_app.instance import open_instance
+from rag_app.runner import free_port
 from rag_core import store
 from rag_core.ids import item_key
-from rag_core.instance import open_instance
 from rag_core.items import scan_item_files
-from rag_core.runner import free_port
 from tests.test_e2e_daemon import SlowHandler, table
 
 pytestmark = pytest.mark.e2e
@@ -55,7 +55,7 @@ def rag_run(data: Path, site: str, **env: str) -> dict:
     full_env.update(DATA_DIR=str(data), DUCKDB_PATH=str(data / "rag.duckdb"), **env)
     full_env.setdefault("RUN_TIMEOUT_SECONDS", "1100")
     proc = subprocess.run(
-        [sys.executable, "-m", "rag_core.cli", "run", "--start-url", site,
+        [sys.executable, "-m", "rag_app.cli", "run", "--start-url", site,
          "--json-summary", str(summary_file)],
         env=full_env, capture_output=True, text=True, timeout=1200,
     )  # fmt: skip

@@ -8,7 +8,7 @@ from http.server import ThreadingHTTPServer
 
 import pytest
 
-from rag_core.instance import open_instance
+from rag_app.instance import open_instance
 from tests.test_e2e_daemon import SlowHandler, build_site, rag, rag_run, table
 
 pytestmark = pytest.mark.e2e

@@ -6,10 +6,10 @@ from __future__ import annotations
 import dagster as dg
 import duckdb
 
+from rag_app.status import recent_errors
 from rag_assets.definitions import build_definitions
 from rag_assets.ingest import chunks, documents, embeddings, raw_items
 from rag_core import reconcile, store
-from rag_core.status import recent_errors
 from resources.embedder import SentenceTransformerEmbedder
 from tests.helpers import settings_for, write_page
 from tests.test_sensor import evaluate, instance  # noqa: F401 - the fixture

@@ -8,8 +8,8 @@ from http.server import ThreadingHTTPServer
 
 import pytest
 
+from rag_app.instance import open_instance
 from rag_core.ids import item_key
-from rag_core.instance import open_instance
 from rag_core.items import item_file_name
 from tests.test_e2e_daemon import SlowHandler, build_site, rag_run, table
 

@@ -7,6 +7,7 @@ import json
 import dagster as dg
 from dagster._core.storage.defs_state.base import set_defs_state_storage
 
+from rag_app.status import legacy_warning
 from rag_assets.definitions import build_definitions
 from rag_assets.ingest import chunks, documents, embeddings, raw_items
 from rag_assets.prune import build_removed_pages
@@ -14,7 +15,6 @@ from rag_core import prune, store
 from rag_core.ids import canonical_url, is_legacy_key, item_key, legacy_item_key
 from rag_core.items import CrawledItem, item_file_name, write_item_atomically
 from rag_core.rekey import legacy_keys, rekey_item_files
-from rag_core.status import legacy_warning
 from resources.duckdb_store import DuckDBStore
 from resources.raw_items import RawItemStore
 from sensors.raw_item_files import build_raw_item_files_sensor

@@ -11,8 +11,8 @@ import dagster as dg
 import pytest
 from dagster._core.storage.dagster_run import DagsterRun
 
-from rag_core.instance import open_instance
-from rag_core.runner import Progress, Reporter, RunFailedError, _failed_runs, fail_orphaned_runs
+from rag_app.instance import open_instance
+from rag_app.runner import Progress, Reporter, RunFailedError, _failed_runs, fail_orphaned_runs
 
 
 def test_runs_left_in_flight_by_a_dead_session_are_failed(tmp_path):
@@ -82,7 +82,7 @@ def test_progress_prints_a_plain_line_per_change_when_not_a_terminal(tmp_path):
 def test_a_stopped_session_leaves_no_heartbeat_behind(tmp_path):
     from dagster._daemon.types import DaemonHeartbeat
 
-    from rag_core.runner import forget_daemon
+    from rag_app.runner import forget_daemon
 
     home = tmp_path / "home"
     home.mkdir()
@@ -95,8 +95,8 @@ def test_a_stopped_session_leaves_no_heartbeat_behind(tmp_path):
 def test_summary_ends_with_a_search_on_the_ingested_site_and_the_ui_command(tmp_path):
     import shlex
 
+    from rag_app.runner import next_commands
     from rag_core import store
-    from rag_core.runner import next_commands
     from tests.helpers import settings_for
 
     settings = settings_for(tmp_path / "data")

@@ -23,9 +23,9 @@ import duckdb
 import psutil
 import pytest
 
+from rag_app.instance import open_instance
 from rag_assets.definitions import build_definitions
 from rag_assets.ingest import chunks, documents, embeddings, raw_items
-from rag_core.instance import open_instance
 from tests.helpers import paragraphs, settings_for, write_page
 
 ROOT = Path(__file__).resolve().parents[1]
