@@ -30,6 +30,7 @@ from scrapy import signals
 from scrapy.exceptions import NotConfigured
 from twisted.internet import task
 
+from rag_core.constants import EMBEDDINGS_ASSET
 from rag_core.ids import item_key
 from rag_core.items import item_file_name
 
@@ -65,7 +66,7 @@ class IngestedSince:
         while True:
             result = self.instance.fetch_materializations(
                 dg.AssetRecordsFilter(
-                    asset_key=dg.AssetKey("embeddings"), after_timestamp=self.since
+                    asset_key=dg.AssetKey(EMBEDDINGS_ASSET), after_timestamp=self.since
                 ),
                 limit=1000,
                 cursor=self.cursor,

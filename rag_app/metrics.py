@@ -32,6 +32,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from rag_core import store
+from rag_core.constants import BATCH_ITEMS_TAG, IN_FLIGHT_STATUSES
 from rag_core.items import scan_item_files
 from rag_core.settings import Settings
 
@@ -44,7 +45,6 @@ RUN_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 STAGES = ("raw_items", "documents", "chunks", "embeddings")
 REFUSED_PREFIX = "rag/refused_"
 STATUS_PREFIX = "downloader/response_status_count/"
-IN_FLIGHT = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 OUTCOMES = {"SUCCESS": "success", "FAILURE": "failure", "CANCELED": "canceled"}
 # Job names go in ``dagster_job``: ``job`` is the label Prometheus gives every scrape target,
 # and an exported ``job`` would be renamed ``exported_job`` on ingestion.
@@ -311,14 +311,14 @@ class PlatformCollector(Collector):
         for record in runs:
             run = record.dagster_run
             status = run.status.value
-            if status in IN_FLIGHT:
+            if status in IN_FLIGHT_STATUSES:
                 in_flight[run.job_name] = in_flight.get(run.job_name, 0) + 1
             outcome = OUTCOMES.get(status)
             if outcome and record.start_time and record.end_time:
                 by_job.setdefault((run.job_name, outcome), []).append(
                     record.end_time - record.start_time
                 )
-            size = run.tags.get("rag/batch_items")
+            size = run.tags.get(BATCH_ITEMS_TAG)
             if size and size.isdigit():
                 batches.append(float(size))
         yield _histogram(

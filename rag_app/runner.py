@@ -31,6 +31,14 @@ from rag_app.session import (
     stop_session_processes,
 )
 from rag_app.status import store_counts
+from rag_core.constants import (
+    CRAWL_JOB,
+    EMBEDDINGS_ASSET,
+    IN_FLIGHT_STATUSES,
+    INGEST_JOB,
+    LANE_INGEST,
+    LANE_TAG,
+)
 from rag_core.items import scan_item_files
 from rag_core.prune import describe_refusal, read_refusal, read_removals
 from rag_core.reconcile import request_reconcile
@@ -90,10 +98,9 @@ def fail_orphaned_runs(home: Path, heartbeat_age_s: float = 60.0) -> list[str]:
         stale = instance.get_run_records(
             filters=dg.RunsFilter(
                 statuses=[
-                    dg.DagsterRunStatus.NOT_STARTED,
-                    dg.DagsterRunStatus.STARTING,
-                    dg.DagsterRunStatus.STARTED,
-                    dg.DagsterRunStatus.CANCELING,
+                    dg.DagsterRunStatus(status)
+                    for status in IN_FLIGHT_STATUSES
+                    if status != "QUEUED"  # no process yet: the new daemon launches it
                 ]
             )
         )
@@ -344,13 +351,13 @@ def _embedding_figures(instance, run_records) -> dict:
 
     first, embedded, reused = [], 0, 0
     for record in run_records:
-        if record.dagster_run.tags.get("rag/lane") != "ingest":
+        if record.dagster_run.tags.get(LANE_TAG) != LANE_INGEST:
             continue
         for event in instance.all_logs(
             record.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
         ):
             mat = event.asset_materialization
-            if mat and mat.asset_key == dg.AssetKey("embeddings"):
+            if mat and mat.asset_key == dg.AssetKey(EMBEDDINGS_ASSET):
                 meta = {k: v.value for k, v in mat.metadata.items()}
                 if meta.get("first_stored_at"):
                     first.append(float(meta["first_stored_at"]))
@@ -415,7 +422,7 @@ def _run(settings, home, services, reporter, wall_start, started_at) -> dict:
                 "-w",
                 "workspace.yaml",
                 "--job",
-                "crawl_site",
+                CRAWL_JOB,
                 "--run-id",
                 crawl_run_id,
             ],
@@ -488,7 +495,9 @@ def _materialized_since(instance, since_ts: float) -> set[str]:
     cursor = None
     while True:
         result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("embeddings"), after_timestamp=since_ts),
+            dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey(EMBEDDINGS_ASSET), after_timestamp=since_ts
+            ),
             limit=5000,
             cursor=cursor,
         )
@@ -502,7 +511,7 @@ def _awaiting_ingestion(settings: Settings, instance, since_ts: float) -> set[st
     """Item files written this session (or never ingested) whose embeddings are not yet stored."""
     import dagster as dg
 
-    ever = set(instance.get_materialized_partitions(dg.AssetKey("embeddings")))
+    ever = set(instance.get_materialized_partitions(dg.AssetKey(EMBEDDINGS_ASSET)))
     since_ns = since_ts * 1e9
     waiting = {
         key for key, mtime_ns in scan_item_files(settings.raw_dir)
@@ -555,7 +564,7 @@ def _watch(settings, home, crawl_run_id, started_at, wall_start, services, repor
             if time.monotonic() >= note_at:  # one more read of the store, every 5 s
                 note, note_at = reindex_note(settings, counts["files"]), time.monotonic() + 5
             reporter.sample(Progress(time.time() - wall_start, counts, len(records), note))
-            ingest = [r for r in records if r.dagster_run.tags.get("rag/lane") == "ingest"]
+            ingest = [r for r in records if r.dagster_run.tags.get(LANE_TAG) == LANE_INGEST]
             in_flight = any(r.dagster_run.status.value not in FINISHED for r in ingest)
             if crawl is not None and crawl.status.value in FINISHED and not in_flight:
                 waiting = _awaiting_ingestion(settings, instance, wall_start)
@@ -574,7 +583,7 @@ def _watch(settings, home, crawl_run_id, started_at, wall_start, services, repor
                 )
             time.sleep(1.0)
         records = _runs_since(instance, started_at)
-        ingest = [r for r in records if r.dagster_run.tags.get("rag/lane") == "ingest"]
+        ingest = [r for r in records if r.dagster_run.tags.get(LANE_TAG) == LANE_INGEST]
         figures = _embedding_figures(instance, records)
         first_embedding = figures["first_stored_at"]
         final_failures = sum(_failed_runs(ingest, time.time()), [])
@@ -595,7 +604,7 @@ def _watch(settings, home, crawl_run_id, started_at, wall_start, services, repor
         "pages": counts["files"],
         "wall_time_s": round(time.time() - wall_start, 1),
         "dagster_runs": len(records),
-        "ingestion_runs": sum(1 for r in ingest if r.dagster_run.job_name == "ingest_items"),
+        "ingestion_runs": sum(1 for r in ingest if r.dagster_run.job_name == INGEST_JOB),
         "chunks_embedded": figures["embedded"],
         "chunks_reused": figures["reused"],
         "failed_runs": len(final_failures),

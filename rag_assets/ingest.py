@@ -18,9 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 import dagster as dg
 
 from rag_assets.crawl import crawled_pages
-from rag_assets.partitions import ITEMS_PARTITIONS_NAME, items_partitions
+from rag_assets.partitions import items_partitions
 from rag_core import ids, store
-from rag_core.batches import MANIFEST_TAG, read_manifest
+from rag_core.batches import read_manifest
+from rag_core.constants import ITEMS_PARTITIONS, MANIFEST_TAG
 from rag_core.extraction import extract_document
 from rag_core.fingerprint import index_fingerprint
 from rag_core.items import ItemFileError
@@ -66,7 +67,7 @@ def batch_keys(context: dg.AssetExecutionContext, raw_store: RawItemStore) -> li
     except (OSError, ValueError) as exc:
         context.log.warning(f"batch manifest unusable ({exc}); using the partition range")
         return list(context.partition_keys)
-    live = set(context.instance.get_dynamic_partitions(ITEMS_PARTITIONS_NAME))
+    live = set(context.instance.get_dynamic_partitions(ITEMS_PARTITIONS))
     return [key for key in keys if key in live]
 
 

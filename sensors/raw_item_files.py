@@ -10,10 +10,23 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from rag_assets.jobs import INGEST_JOB_NAME, LANE_TAG, PRUNE_JOB_NAME, ingest_job, prune_job
-from rag_assets.partitions import ITEMS_PARTITIONS_NAME
+from rag_assets.jobs import ingest_job, prune_job
 from rag_core import priority, prune, reconcile, store
-from rag_core.batches import MANIFEST_TAG, remove_old_manifests, write_manifest
+from rag_core.batches import remove_old_manifests, write_manifest
+from rag_core.constants import (
+    BATCH_ITEMS_TAG,
+    BATCH_TAG,
+    IN_FLIGHT_STATUSES,
+    INGEST_JOB,
+    ITEMS_PARTITIONS,
+    LANE_CRAWL,
+    LANE_INGEST,
+    LANE_TAG,
+    MANIFEST_TAG,
+    PRUNE_JOB,
+    RAW_ITEM_FILES_SENSOR,
+    REMOVALS_TAG,
+)
 from resources.duckdb_store import DuckDBStore
 from resources.raw_items import RawItemStore
 
@@ -22,13 +35,7 @@ if TYPE_CHECKING:
         UnresolvedAssetJobDefinition,
     )
 
-IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
+IN_FLIGHT = [dg.DagsterRunStatus(status) for status in IN_FLIGHT_STATUSES]
 
 
 # The first batch after a quiet spell is capped: every stage of a run handles the whole batch
@@ -111,9 +118,9 @@ def lane_in_flight(instance: dg.DagsterInstance, lane: str) -> bool:
 
 def blocking_run(instance: dg.DagsterInstance, mode: str) -> str | None:
     """Why new items must wait: an ingestion run in flight, or (batch mode) a crawl."""
-    if lane_in_flight(instance, "ingest"):
+    if lane_in_flight(instance, LANE_INGEST):
         return "the ingestion run in flight"
-    if mode == "batch" and lane_in_flight(instance, "crawl"):
+    if mode == "batch" and lane_in_flight(instance, LANE_CRAWL):
         return "the crawl to finish (batch mode)"
     return None
 
@@ -172,7 +179,7 @@ def reconcile_files(
 def prune_retry_at(instance: dg.DagsterInstance) -> float:
     """When a prune may be requested again (epoch s; 0 = now): exponential backoff after
     consecutive failed prune runs, so a prune that keeps failing never starves ingestion."""
-    records = instance.get_run_records(filters=dg.RunsFilter(job_name=PRUNE_JOB_NAME), limit=8)
+    records = instance.get_run_records(filters=dg.RunsFilter(job_name=PRUNE_JOB), limit=8)
     failures = 0
     for record in records:  # newest first
         if record.dagster_run.status != dg.DagsterRunStatus.FAILURE:
@@ -232,12 +239,12 @@ def range_request(
     position = {key: index for index, key in enumerate(keys_in_order)}
     ordered = sorted(batch, key=position.__getitem__)
     return dg.RunRequest(
-        job_name=INGEST_JOB_NAME,
+        job_name=INGEST_JOB,
         tags={
             **tags,
             "dagster/asset_partition_range_start": ordered[0],
             "dagster/asset_partition_range_end": ordered[-1],
-            "rag/batch_items": str(len(ordered)),
+            BATCH_ITEMS_TAG: str(len(ordered)),
             MANIFEST_TAG: manifest,
         },
     )
@@ -257,7 +264,7 @@ def build_raw_item_files_sensor(
     """
 
     @dg.sensor(
-        name="raw_item_files",
+        name=RAW_ITEM_FILES_SENSOR,
         jobs=[job or ingest_job, prune_job],
         minimum_interval_seconds=1,
         default_status=dg.DefaultSensorStatus.RUNNING,
@@ -302,13 +309,13 @@ def evaluate_files(
     scan_started_ns = time.time_ns()
     files = raw_store.scan()
     touched = cursor.touched(files)
-    known = list(instance.get_dynamic_partitions(ITEMS_PARTITIONS_NAME))
+    known = list(instance.get_dynamic_partitions(ITEMS_PARTITIONS))
     known_set = set(known)
     new = [key for key in touched if key not in known_set]
     if new:
         # Added here rather than through SensorResult: one query for the whole list, where
         # the daemon would check each key on its own (slow at thousands of keys).
-        instance.add_dynamic_partitions(ITEMS_PARTITIONS_NAME, new)
+        instance.add_dynamic_partitions(ITEMS_PARTITIONS, new)
         known_set.update(new)
         known += new  # appended in this order: ``known`` stays the partition order
     # Pending keys deleted from the partitions meanwhile (a pruned page) are dropped.
@@ -321,7 +328,7 @@ def evaluate_files(
         )
         unregistered = [k for k in again if k not in known_set]
         if unregistered:
-            instance.add_dynamic_partitions(ITEMS_PARTITIONS_NAME, unregistered)
+            instance.add_dynamic_partitions(ITEMS_PARTITIONS, unregistered)
             known_set.update(unregistered)
             known += unregistered
         pending += again
@@ -340,7 +347,7 @@ def evaluate_files(
         cursor.pending = pending
         return dg.SensorResult(
             run_requests=[
-                dg.RunRequest(job_name=PRUNE_JOB_NAME, tags={"rag/removals": str(len(removals))})
+                dg.RunRequest(job_name=PRUNE_JOB, tags={REMOVALS_TAG: str(len(removals))})
             ],
             cursor=cursor.dump(),
         )
@@ -373,7 +380,7 @@ def evaluate_files(
     if cursor.batches % 100 == 1:
         remove_old_manifests(raw_store.folder)
     manifest = write_manifest(raw_store.folder, batch)
-    tags = {"rag/batch": str(cursor.batches)}
+    tags = {BATCH_TAG: str(cursor.batches)}
     if ranks:
         tags["dagster/priority"] = str(priority.run_priority(batch, ranks))
     request = range_request(order, batch, tags, manifest)
