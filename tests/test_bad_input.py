@@ -30,6 +30,7 @@ from crawler.settings import MAX_PAGE_CHARS
 from crawler.spiders.site import SiteSpider
 from rag_assets.definitions import build_definitions
 from rag_assets.ingest import chunks, documents, embeddings, raw_items
+from rag_core.constants import ITEMS_PARTITIONS
 from rag_core.extraction import MAX_TEXT_CHARS
 from rag_core.ids import canonical_url, item_key
 from rag_core.items import CrawledItem, item_file_name, key_from_file_name, read_item_file
@@ -338,7 +339,7 @@ def ingested(crawl: Crawl) -> Iterator[Ingested]:
     settings = settings_for(crawl.raw.parent, EMBEDDING_SERVER="false")
     assert settings.raw_dir == crawl.raw
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("items", batch)
+        instance.add_dynamic_partitions(ITEMS_PARTITIONS, batch)
         result = dg.materialize(
             [raw_items, documents, chunks, embeddings],
             instance=instance,

@@ -8,6 +8,7 @@ import duckdb
 from rag_assets.definitions import build_definitions
 from rag_assets.ingest import chunks, documents, embeddings, raw_items
 from rag_core import batches
+from rag_core.constants import BATCH_ITEMS_TAG, ITEMS_METADATA, ITEMS_PARTITIONS, MANIFEST_TAG
 from rag_core.items import item_file_name
 from tests.helpers import settings_for, write_page
 from tests.test_sensor import evaluate, instance  # noqa: F401 - the fixture
@@ -26,7 +27,7 @@ def run_like(instance, settings, request):  # noqa: F811
 
 def items_of(result, asset):
     events = [e for e in result.get_asset_materialization_events() if e.asset_key.path == [asset]]
-    return events[0].materialization.metadata["items"].value if events else None
+    return events[0].materialization.metadata[ITEMS_METADATA].value if events else None
 
 
 def texts(settings):
@@ -50,7 +51,7 @@ def test_reorder_and_prune_between_request_and_retry(instance, tmp_path):  # noq
     write_page(raw, "http://site.test/p1", "P1", "<p>third version</p>")
     third = evaluate(instance, raw, second.cursor)
     assert third.run_requests
-    instance.delete_dynamic_partition("items", keys[2])
+    instance.delete_dynamic_partition(ITEMS_PARTITIONS, keys[2])
     (raw / item_file_name(keys[2])).unlink()
     result = run_like(instance, settings, request)
     assert result.success
@@ -59,7 +60,7 @@ def test_reorder_and_prune_between_request_and_retry(instance, tmp_path):  # noq
     assert "third version" in stored[keys[1]] and "second version" in stored[keys[3]]
     assert "first" in stored[keys[0]] and "first" in stored[keys[4]]
     # The manifest is what fixed the set.
-    assert batches.read_manifest(raw, request.tags[batches.MANIFEST_TAG]) == [keys[1], keys[3]]
+    assert batches.read_manifest(raw, request.tags[MANIFEST_TAG]) == [keys[1], keys[3]]
 
 
 def test_the_partition_order_never_changes(instance, tmp_path):  # noqa: F811
@@ -68,7 +69,7 @@ def test_the_partition_order_never_changes(instance, tmp_path):  # noqa: F811
     first = evaluate(instance, raw)
     write_page(raw, "http://site.test/p1", "P1", "<p>changed</p>")
     changed = evaluate(instance, raw, first.cursor)
-    assert instance.get_dynamic_partitions("items") == keys
+    assert instance.get_dynamic_partitions(ITEMS_PARTITIONS) == keys
     tags = changed.run_requests[0].tags
-    assert batches.read_manifest(raw, tags[batches.MANIFEST_TAG]) == [keys[1]]
-    assert tags["rag/batch_items"] == "1"
+    assert batches.read_manifest(raw, tags[MANIFEST_TAG]) == [keys[1]]
+    assert tags[BATCH_ITEMS_TAG] == "1"

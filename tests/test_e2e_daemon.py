@@ -18,6 +18,7 @@ import pytest
 
 from rag_app.instance import open_instance
 from rag_app.search import search
+from rag_core.constants import INGEST_JOB, LANE_TAG
 from rag_core.ids import item_key
 from tests.helpers import settings_for
 
@@ -176,7 +177,7 @@ def test_search_worked_while_ingestion_was_writing(streamed):
     assert searcher.failures == []
     with open_instance(data / "dagster_home") as instance:
         runs = [
-            r for r in instance.get_run_records() if r.dagster_run.tags.get("rag/lane") == "ingest"
+            r for r in instance.get_run_records() if r.dagster_run.tags.get(LANE_TAG) == "ingest"
         ]
     assert runs and all(r.dagster_run.status.value == "SUCCESS" for r in runs)
     during = [
@@ -280,7 +281,7 @@ def test_killed_ingestion_run_recovers_to_identical_stores(streamed, site, tmp_p
         with open_instance(data / "dagster_home") as instance:
             for record in instance.get_run_records(
                 filters=dg.RunsFilter(
-                    job_name="ingest_items", statuses=[dg.DagsterRunStatus.STARTED]
+                    job_name=INGEST_JOB, statuses=[dg.DagsterRunStatus.STARTED]
                 )
             ):
                 run_id = record.dagster_run.run_id

@@ -11,6 +11,7 @@ from rag_assets.checks import one_index_fingerprint
 from rag_assets.definitions import build_definitions
 from rag_assets.ingest import chunks, documents, embeddings, raw_items
 from rag_core import reconcile
+from rag_core.constants import BATCH_ITEMS_TAG
 from rag_core.fingerprint import settings_fingerprint
 from resources.duckdb_store import DuckDBStore
 from sensors.raw_item_files import build_raw_item_files_sensor
@@ -57,7 +58,7 @@ def test_changed_chunking_reindexes_everything_and_search_never_mixes(
     after = build_raw_item_files_sensor("streaming", max_items=3, fingerprint=lambda: new_fp)
     reconcile.request_reconcile(raw)
     tick = evaluate(instance, raw, first.cursor, sensor=after)
-    assert [r.tags["rag/batch_items"] for r in tick.run_requests] == ["3"]
+    assert [r.tags[BATCH_ITEMS_TAG] for r in tick.run_requests] == ["3"]
     run_like(instance, new, tick.run_requests[0])
     # Half way: two fingerprints; the check says so and search serves only the new one.
     check = one_index_fingerprint(duckdb=DuckDBStore(path=str(new.duckdb_path)))
@@ -67,7 +68,7 @@ def test_changed_chunking_reindexes_everything_and_search_never_mixes(
     hits = search(new, "topic", k=50)
     assert hits and {h.chunk_id for h in hits} <= served
     rest = evaluate(instance, raw, tick.cursor, sensor=after)
-    assert [r.tags["rag/batch_items"] for r in rest.run_requests] == ["1"]
+    assert [r.tags[BATCH_ITEMS_TAG] for r in rest.run_requests] == ["1"]
     run_like(instance, new, rest.run_requests[0])
 
     assert rows(new, "SELECT DISTINCT fingerprint FROM embeddings") == [(new_fp,)]

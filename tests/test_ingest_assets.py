@@ -10,6 +10,7 @@ import pytest
 from rag_assets.definitions import build_definitions
 from rag_assets.ingest import chunks, documents, embeddings, raw_items
 from rag_core.chunking import ModelTokenizer
+from rag_core.constants import ITEMS_PARTITIONS
 from rag_core.embedding import resolve_model
 from tests.helpers import paragraphs, settings_for, write_page
 
@@ -18,9 +19,9 @@ INGEST = [raw_items, documents, chunks, embeddings]
 
 def materialize(instance, settings, keys):
     instance.add_dynamic_partitions(
-        "items", [k for k in keys if not instance.has_dynamic_partition("items", k)]
+        "items", [k for k in keys if not instance.has_dynamic_partition(ITEMS_PARTITIONS, k)]
     )
-    order = instance.get_dynamic_partitions("items")
+    order = instance.get_dynamic_partitions(ITEMS_PARTITIONS)
     ordered = sorted(keys, key=order.index)
     result = dg.materialize(
         INGEST,

@@ -30,6 +30,7 @@ import pytest
 from rag_app.instance import open_instance
 from rag_app.runner import free_port
 from rag_core import store
+from rag_core.constants import EMBEDDINGS_ASSET, INGEST_JOB
 from rag_core.ids import item_key
 from rag_core.items import scan_item_files
 from tests.test_e2e_daemon import SlowHandler, table
@@ -102,7 +103,7 @@ class WaitingSampler(threading.Thread):
                 instance = open_instance(self.data / "dagster_home")
             if instance is not None:
                 files = {key for key, _ in scan_item_files(self.data / "raw")}
-                done = instance.get_materialized_partitions(dg.AssetKey("embeddings"))
+                done = instance.get_materialized_partitions(dg.AssetKey(EMBEDDINGS_ASSET))
                 self.samples.append(len(files - set(done)))
             time.sleep(0.3)
         if instance is not None:
@@ -331,6 +332,6 @@ def test_high_priority_pages_get_their_vectors_first(tmp_path):
         tags = [
             r.dagster_run.tags.get("dagster/priority")
             for r in instance.get_run_records()
-            if r.dagster_run.job_name == "ingest_items"
+            if r.dagster_run.job_name == INGEST_JOB
         ]
     assert "50" in tags and "-10" in tags, tags

@@ -9,6 +9,7 @@ from http.server import ThreadingHTTPServer
 import pytest
 
 from rag_app.instance import open_instance
+from rag_core.constants import ITEMS_PARTITIONS
 from tests.test_e2e_daemon import SlowHandler, build_site, rag, rag_run, table
 
 pytestmark = pytest.mark.e2e
@@ -53,7 +54,7 @@ def site(tmp_path):
 
 def stores(data):
     with open_instance(data / "dagster_home") as instance:
-        partitions = sorted(instance.get_dynamic_partitions("items"))
+        partitions = sorted(instance.get_dynamic_partitions(ITEMS_PARTITIONS))
     return {
         "files": sorted(p.name for p in (data / "raw").glob("item_*.json")),
         "partitions": partitions,

@@ -10,6 +10,7 @@ from rag_app.status import recent_errors
 from rag_assets.definitions import build_definitions
 from rag_assets.ingest import chunks, documents, embeddings, raw_items
 from rag_core import reconcile, store
+from rag_core.constants import BATCH_ITEMS_TAG
 from resources.embedder import SentenceTransformerEmbedder
 from tests.helpers import settings_for, write_page
 from tests.test_sensor import evaluate, instance  # noqa: F401 - the fixture
@@ -54,7 +55,7 @@ def test_a_failed_batch_is_completed_later_without_a_recrawl(instance, tmp_path)
     # `rag run` asks for a reconciliation at start; the fault is gone.
     reconcile.request_reconcile(raw)
     again = evaluate(instance, raw, idle.cursor)
-    assert [r.tags["rag/batch_items"] for r in again.run_requests] == ["3"]
+    assert [r.tags[BATCH_ITEMS_TAG] for r in again.run_requests] == ["3"]
     assert run_like(instance, settings, again.run_requests[0]).success
     assert count(settings, "SELECT count(DISTINCT item_id) FROM embeddings") == 3
     assert count(settings, "SELECT count(*) FROM ingested_files WHERE state = 'stored'") == 3

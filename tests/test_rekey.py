@@ -12,6 +12,7 @@ from rag_assets.definitions import build_definitions
 from rag_assets.ingest import chunks, documents, embeddings, raw_items
 from rag_assets.prune import build_removed_pages
 from rag_core import prune, store
+from rag_core.constants import INGEST_JOB, ITEMS_PARTITIONS, PRUNE_JOB
 from rag_core.ids import canonical_url, is_legacy_key, item_key, legacy_item_key
 from rag_core.items import CrawledItem, item_file_name, write_item_atomically
 from rag_core.rekey import legacy_keys, rekey_item_files
@@ -57,10 +58,10 @@ def tick(instance, raw, cursor):
 def run_request(instance, settings, request) -> None:
     """Carry out a run request of the sensor in-process, as the daemon would launch it."""
     resources = build_definitions(settings).resources
-    if request.job_name == "prune_removed_pages":
+    if request.job_name == PRUNE_JOB:
         assets = [build_removed_pages(False)]
     else:
-        assert request.job_name == "ingest_items"
+        assert request.job_name == INGEST_JOB
         assets = INGEST
     # Dagster looks up the current instance's definitions-state storage through a context
     # variable; in a long test session it can be left pointing at an instance another test
@@ -71,7 +72,7 @@ def run_request(instance, settings, request) -> None:
             instance=instance,
             resources=resources,
             tags=request.tags,
-            selection=[a.key for a in assets] if request.job_name != "ingest_items" else None,
+            selection=[a.key for a in assets] if request.job_name != INGEST_JOB else None,
         )
     assert result.success
 
@@ -96,7 +97,7 @@ def test_legacy_folder_is_rekeyed_from_its_item_files_and_nothing_is_orphaned(tm
     with dg.instance_for_test() as instance:
         # Before: the old scheme still works (listed, registered, ingested under its keys).
         first = tick(instance, raw, None)
-        assert set(instance.get_dynamic_partitions("items")) == {*old_keys, broken}
+        assert set(instance.get_dynamic_partitions(ITEMS_PARTITIONS)) == {*old_keys, broken}
         run_request(instance, settings, first.run_requests[0])
         assert item_ids(settings)["embeddings"] == set(old_keys)
         assert "16-hex" in (legacy_warning(raw) or "")
@@ -118,13 +119,13 @@ def test_legacy_folder_is_rekeyed_from_its_item_files_and_nothing_is_orphaned(tm
 
         # The sensor removes the old keys first (prune run), then ingests the new ones.
         second = tick(instance, raw, first.cursor)
-        assert [r.job_name for r in second.run_requests] == ["prune_removed_pages"]
+        assert [r.job_name for r in second.run_requests] == [PRUNE_JOB]
         run_request(instance, settings, second.run_requests[0])
         third = tick(instance, raw, second.cursor)
-        assert [r.job_name for r in third.run_requests] == ["ingest_items"]
+        assert [r.job_name for r in third.run_requests] == [INGEST_JOB]
         run_request(instance, settings, third.run_requests[0])
 
-        assert set(instance.get_dynamic_partitions("items")) == {*new_keys, broken}
+        assert set(instance.get_dynamic_partitions(ITEMS_PARTITIONS)) == {*new_keys, broken}
         assert prune.read_removals(raw) == {}
     ids = item_ids(settings)
     for table in store.ITEM_TABLES:

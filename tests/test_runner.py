@@ -13,6 +13,7 @@ from dagster._core.storage.dagster_run import DagsterRun
 
 from rag_app.instance import open_instance
 from rag_app.runner import Progress, Reporter, RunFailedError, _failed_runs, fail_orphaned_runs
+from rag_core.constants import INGEST_JOB
 
 
 def test_runs_left_in_flight_by_a_dead_session_are_failed(tmp_path):
@@ -20,10 +21,10 @@ def test_runs_left_in_flight_by_a_dead_session_are_failed(tmp_path):
     home.mkdir()
     with open_instance(home) as instance:
         started = DagsterRun(
-            job_name="ingest_items", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED
+            job_name=INGEST_JOB, run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED
         )
         done = DagsterRun(
-            job_name="ingest_items", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.SUCCESS
+            job_name=INGEST_JOB, run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.SUCCESS
         )
         instance.run_storage.add_run(started)
         instance.run_storage.add_run(done)

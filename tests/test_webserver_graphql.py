@@ -26,6 +26,7 @@ import pytest
 from rag_app.instance import open_instance
 from rag_assets.definitions import build_definitions
 from rag_assets.ingest import chunks, documents, embeddings, raw_items
+from rag_core.constants import ITEMS_PARTITIONS
 from tests.helpers import paragraphs, settings_for, write_page
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,7 +174,7 @@ def ingested(tmp_path_factory):
     home.mkdir(parents=True)
     (home / "dagster.yaml").symlink_to(ROOT / "dagster.yaml")
     with open_instance(home) as instance:
-        instance.add_dynamic_partitions("items", [*keys, pending])
+        instance.add_dynamic_partitions(ITEMS_PARTITIONS, [*keys, pending])
         result = dg.materialize(
             INGEST,
             instance=instance,
@@ -184,7 +185,7 @@ def ingested(tmp_path_factory):
             },
         )
         assert result.success
-        registered = instance.get_dynamic_partitions("items")
+        registered = instance.get_dynamic_partitions(ITEMS_PARTITIONS)
     assert registered == [*keys, pending]
     return settings, keys, pending, result.run_id
 
@@ -257,7 +258,7 @@ def test_ui_graphql_shows_lineage_partitions_and_materialisations(ingested, webs
         assert node["isPartitioned"]
         assert node["partitionDefinition"]["type"] == "DYNAMIC"
         assert node["partitionDefinition"]["dimensionTypes"] == [
-            {"type": "DYNAMIC", "dynamicPartitionsDefinitionName": "items"}
+            {"type": "DYNAMIC", "dynamicPartitionsDefinitionName": ITEMS_PARTITIONS}
         ]
 
     # The item partitions, in registration order, and their status per asset.
