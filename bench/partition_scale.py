@@ -94,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.sensor_tick import tick
     from rag_assets.definitions import build_definitions
-    from rag_assets.jobs import INGEST_JOB
-    from rag_assets.partitions import ITEMS_PARTITIONS
+    from rag_core.constants import INGEST_JOB, ITEMS_PARTITIONS
     from rag_core.settings import load_settings
     from sensors.raw_item_files import build_raw_item_files_sensor
 

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import dagster as dg
 
 from rag_assets.crawl import crawled_pages
+from rag_assets.jobs import ingest_job
 from rag_assets.partitions import items_partitions
 from rag_core import ids, store
 from rag_core.batches import read_manifest
@@ -25,6 +26,7 @@ from rag_core.constants import ITEMS_PARTITIONS, MANIFEST_TAG
 from rag_core.extraction import extract_document
 from rag_core.fingerprint import index_fingerprint
 from rag_core.items import ItemFileError
+from rag_core.settings import Settings
 from resources.chunker import TokenChunker
 from resources.duckdb_store import DuckDBStore
 from resources.embedder import SentenceTransformerEmbedder
@@ -471,4 +473,26 @@ def embeddings(
             # Epoch seconds of the first commit of this run: time-to-first-embedding figures.
             "first_stored_at": dg.MetadataValue.float(first_stored_at or 0.0),
         }
+    )
+
+
+def ingest_definitions(settings: Settings) -> dg.Definitions:
+    """The ingestion area: raw_items -> documents -> chunks -> embeddings, the checks on the
+    vectors, the job the sensor launches, and the chunker and embedder resources."""
+    from rag_assets.checks import embedding_checks  # checks.py imports this module's assets
+
+    return dg.Definitions(
+        assets=[raw_items, documents, chunks, embeddings],
+        asset_checks=embedding_checks,
+        jobs=[ingest_job],
+        resources={
+            "chunker": TokenChunker(
+                model=settings.embedding_model,
+                chunk_size_tokens=settings.chunk_size_tokens,
+                chunk_overlap_tokens=settings.chunk_overlap_tokens,
+                context_header=settings.chunk_context_header,
+                min_tokens=settings.chunk_min_tokens,
+            ),
+            "embedder": SentenceTransformerEmbedder.from_settings(settings),
+        },
     )

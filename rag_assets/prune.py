@@ -5,8 +5,10 @@ import time
 import dagster as dg
 
 from rag_assets.crawl import crawled_pages
+from rag_assets.jobs import prune_job
 from rag_core import prune, store
 from rag_core.constants import ITEMS_PARTITIONS, LANE_INGEST, LANE_TAG, REMOVED_PAGES_ASSET
+from rag_core.settings import Settings
 
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 # The daemon retries a failed run within seconds; a failure older than this gets no retry.
@@ -103,3 +105,12 @@ def build_removed_pages(with_graph: bool = False) -> dg.AssetsDefinition:
         )
 
     return removed_pages
+
+
+def prune_definitions(settings: Settings) -> dg.Definitions:
+    """The pruning area: the removal asset and its job. With the graph sink the asset removes
+    the pages from the graph in the same step (after the DuckDB transaction), so that a page
+    never outlives its removal there."""
+    return dg.Definitions(
+        assets=[build_removed_pages(with_graph=settings.use_neo4j)], jobs=[prune_job]
+    )
