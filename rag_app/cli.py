@@ -290,6 +290,19 @@ def _cmd_env_example(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_settings_table(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rag_core.settings import settings_table, with_settings_table
+
+    if not args.readme:
+        sys.stdout.write(settings_table())
+        return 0
+    readme = Path(args.readme)
+    readme.write_text(with_settings_table(readme.read_text()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="rag", description="RAG ingestion platform on Dagster")
@@ -363,6 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(func=_cmd_dev)
     env = sub.add_parser("env-example", help="print every setting with its default")
     env.set_defaults(func=_cmd_env_example)
+    table = sub.add_parser(
+        "settings-table", help="print the README's settings table (markdown) from the declarations"
+    )
+    table.add_argument(
+        "--readme", metavar="PATH", help="rewrite the table between the markers in this file"
+    )
+    table.set_defaults(func=_cmd_settings_table)
     return parser
 
 

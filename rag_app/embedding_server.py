@@ -29,13 +29,14 @@ import numpy as np
 
 from rag_core import embedding
 from rag_core.embedding_client import MAX_BODY_BYTES, MAX_TEXTS
-from rag_core.settings import TOKEN_ENV, secret
+from rag_core.settings import TOKEN_ENV, default, secret
 
 log = logging.getLogger(__name__)
 
 # Server limits (MAX_BODY_BYTES and MAX_TEXTS are shared with the client, which splits
 # larger inputs to fit).
 MAX_TEXT_CHARS = 100_000
+DEFAULT_BATCH_SIZE = default("EMBEDDING_BATCH_SIZE")  # a request that names none
 MAX_BATCH_SIZE = 1024
 MAX_CONNECTIONS = 32  # handled at once; more are answered 503 at once
 QUEUE_SIZE = 8  # encoding jobs waiting behind the one running; more are answered 503
@@ -77,7 +78,7 @@ def parse_request(body: bytes) -> dict:
             raise BadRequestError(
                 f"texts[{index}] has {len(text)} characters; at most {MAX_TEXT_CHARS}"
             )
-    batch_size = request.get("batch_size", 64)
+    batch_size = request.get("batch_size", DEFAULT_BATCH_SIZE)
     # bool is an int in Python: refuse it explicitly.
     if isinstance(batch_size, bool) or not isinstance(batch_size, int):
         raise BadRequestError("'batch_size' must be a whole number")

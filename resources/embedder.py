@@ -11,7 +11,7 @@ import numpy as np
 
 from rag_core import embedding
 from rag_core.embedding_client import EmbeddingServerError, remote_encode
-from rag_core.settings import TOKEN_ENV, secret
+from rag_core.settings import TOKEN_ENV, default, secret
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ class SentenceTransformerEmbedder(dg.ConfigurableResource):
     provider: str = "sentence-transformers"
     model: str = embedding.DEFAULT_MODEL
     dtype: str = "float32"
-    batch_size: int = 64
+    batch_size: int = default("EMBEDDING_BATCH_SIZE")  # type: ignore[assignment]
     torch_threads: int = 0
     server_url: str = ""
     # EMBEDDING_SLOWDOWN_MS: tests and demos make ingestion slower than the crawl on purpose.

@@ -6,7 +6,6 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -27,13 +26,9 @@ from rag_core.constants import (
     RAW_ITEM_FILES_SENSOR,
     REMOVALS_TAG,
 )
+from rag_core.settings import default
 from resources.duckdb_store import DuckDBStore
 from resources.raw_items import RawItemStore
-
-if TYPE_CHECKING:
-    from dagster._core.definitions.unresolved_asset_job_definition import (
-        UnresolvedAssetJobDefinition,
-    )
 
 IN_FLIGHT = [dg.DagsterRunStatus(status) for status in IN_FLIGHT_STATUSES]
 
@@ -51,8 +46,8 @@ MTIME_LAG_NS = 5_000_000_000
 # A failed prune run (e.g. the graph server down) is retried after 30 s, 60 s, ... at most
 # 15 min; ingestion goes on meanwhile instead of waiting behind it.
 PRUNE_BACKOFF_S = 30.0
-DEFAULT_MAX_ITEMS = 1000
-DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_ITEMS: int = default("MAX_BATCH_ITEMS")  # type: ignore[assignment]
+DEFAULT_MAX_BYTES: int = default("MAX_BATCH_MB") * 1024 * 1024  # type: ignore[operator]
 PRUNE_BACKOFF_MAX_S = 900.0
 
 
@@ -252,20 +247,19 @@ def range_request(
 
 def build_raw_item_files_sensor(
     mode: str = "streaming",
-    job: "UnresolvedAssetJobDefinition | None" = None,
     max_items: int = DEFAULT_MAX_ITEMS,
     max_bytes: int = DEFAULT_MAX_BYTES,
     fingerprint: "Callable[[], str] | None" = None,
 ) -> dg.SensorDefinition:
     """The sensor for PIPELINE_MODE ``mode``: streaming ingests during the crawl, batch after it.
 
-    ``job`` is the ingestion job to launch (``build_ingest_job``; with the graph sink it
-    includes graph_pages); it must be named ``ingest_items``.
+    It launches ``ingest_job`` (which ends with graph_pages when the graph area is loaded)
+    and ``prune_job``.
     """
 
     @dg.sensor(
         name=RAW_ITEM_FILES_SENSOR,
-        jobs=[job or ingest_job, prune_job],
+        jobs=[ingest_job, prune_job],
         minimum_interval_seconds=1,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
