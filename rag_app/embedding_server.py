@@ -1,9 +1,10 @@
 """A warm embedding model shared by all ingestion runs: one long-lived process, local HTTP.
 
 Every Dagster run is a new process; loading torch and the model costs ~7 s per run
-(DESIGN.md). ``rag run`` (and ``make dev``) start this server once, and the
-embedder resource sends it batches of texts. Vectors are identical to in-process
-encoding: the same model, dtype and code path (``embedding.encode``).
+(docs/architecture.md, *Decisions and the facts behind them*). ``rag run`` (and
+``make dev``) start this server once, and the embedder resource sends it batches of texts.
+Vectors are identical to in-process encoding: the same model, dtype and code path
+(``embedding.encode``).
 
 Any local process can reach a port on 127.0.0.1, so the server refuses abuse: every request
 needs the session's random token (``Authorization: Bearer``); bodies, text counts and text

@@ -32,7 +32,8 @@ from resources.duckdb_store import DuckDBStore
 from resources.embedder import SentenceTransformerEmbedder
 from resources.raw_items import RawItemStore
 
-# single_run backfill policy is the documented way to micro-batch (DESIGN.md), still "beta".
+# single_run backfill policy is the documented way to micro-batch (docs/architecture.md,
+# *Decisions and the facts behind them*), still "beta".
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
 
 GROUP = "ingestion"
