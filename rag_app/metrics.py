@@ -32,7 +32,12 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from rag_core import store
-from rag_core.constants import BATCH_ITEMS_TAG, IN_FLIGHT_STATUSES
+from rag_core.constants import (
+    BATCH_ITEMS_TAG,
+    EMBEDDED_METADATA,
+    IN_FLIGHT_STATUSES,
+    REUSED_METADATA,
+)
 from rag_core.items import scan_item_files
 from rag_core.settings import Settings
 
@@ -270,8 +275,8 @@ class PlatformCollector(Collector):
 
     def _instance_families(self, files: list[tuple[str, int]]):
         view = self.view
-        embedded = sum(int(m.get("embedded", 0) or 0) for m in view.embed_runs.values())
-        reused = sum(int(m.get("reused", 0) or 0) for m in view.embed_runs.values())
+        embedded = sum(int(m.get(EMBEDDED_METADATA, 0) or 0) for m in view.embed_runs.values())
+        reused = sum(int(m.get(REUSED_METADATA, 0) or 0) for m in view.embed_runs.values())
         yield _single_counter("rag_chunks_embedded", "Chunks the encoder embedded", embedded)
         yield _single_counter(
             "rag_chunks_reused", "Chunks whose stored vector was reused (unchanged text)", reused

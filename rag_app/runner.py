@@ -33,11 +33,14 @@ from rag_app.session import (
 from rag_app.status import store_counts
 from rag_core.constants import (
     CRAWL_JOB,
+    EMBEDDED_METADATA,
     EMBEDDINGS_ASSET,
+    FIRST_STORED_AT_METADATA,
     IN_FLIGHT_STATUSES,
     INGEST_JOB,
     LANE_INGEST,
     LANE_TAG,
+    REUSED_METADATA,
 )
 from rag_core.items import scan_item_files
 from rag_core.prune import describe_refusal, read_refusal, read_removals
@@ -359,10 +362,10 @@ def _embedding_figures(instance, run_records) -> dict:
             mat = event.asset_materialization
             if mat and mat.asset_key == dg.AssetKey(EMBEDDINGS_ASSET):
                 meta = {k: v.value for k, v in mat.metadata.items()}
-                if meta.get("first_stored_at"):
-                    first.append(float(meta["first_stored_at"]))
-                embedded += int(meta.get("embedded", 0))
-                reused += int(meta.get("reused", 0))
+                if meta.get(FIRST_STORED_AT_METADATA):
+                    first.append(float(meta[FIRST_STORED_AT_METADATA]))
+                embedded += int(meta.get(EMBEDDED_METADATA, 0))
+                reused += int(meta.get(REUSED_METADATA, 0))
                 break
     return {
         "first_stored_at": min(first) if first else None,

@@ -16,6 +16,7 @@ from rag_assets.ingest import embeddings
 from rag_assets.jobs import graph_catch_up_job
 from rag_assets.partitions import items_partitions
 from rag_core import ids, store
+from rag_core.constants import ITEMS_METADATA
 from rag_core.settings import Settings
 from resources.duckdb_store import DuckDBStore
 from resources.graph_sink import (
@@ -124,7 +125,7 @@ def graph_pages(
     )
     return dg.MaterializeResult(
         metadata={
-            "items": dg.MetadataValue.int(len(keys)),
+            ITEMS_METADATA: dg.MetadataValue.int(len(keys)),
             "pages": dg.MetadataValue.int(total.pages),
             "chunks": dg.MetadataValue.int(total.chunks),
             "next_edges": dg.MetadataValue.int(total.next_edges),

@@ -22,7 +22,14 @@ from rag_assets.jobs import ingest_job
 from rag_assets.partitions import items_partitions
 from rag_core import ids, store
 from rag_core.batches import read_manifest
-from rag_core.constants import ITEMS_PARTITIONS, MANIFEST_TAG
+from rag_core.constants import (
+    EMBEDDED_METADATA,
+    FIRST_STORED_AT_METADATA,
+    ITEMS_METADATA,
+    ITEMS_PARTITIONS,
+    MANIFEST_TAG,
+    REUSED_METADATA,
+)
 from rag_core.extraction import extract_document
 from rag_core.fingerprint import index_fingerprint
 from rag_core.items import ItemFileError
@@ -92,7 +99,7 @@ def _error_preview(errors: dict[str, str]) -> dg.MetadataValue:
 
 def _common_metadata(keys: Sequence[str], errors: dict[str, str], started: float) -> dict:
     return {
-        "items": dg.MetadataValue.int(len(keys)),
+        ITEMS_METADATA: dg.MetadataValue.int(len(keys)),
         "errors": dg.MetadataValue.int(len(errors)),
         "error_items": _error_preview(errors),
         "elapsed_s": dg.MetadataValue.float(round(time.monotonic() - started, 3)),
@@ -457,10 +464,10 @@ def embeddings(
     _observe_items(context, duckdb, keys, info.name)
     return dg.MaterializeResult(
         metadata={
-            "items": dg.MetadataValue.int(len(keys)),
+            ITEMS_METADATA: dg.MetadataValue.int(len(keys)),
             "embeddings": dg.MetadataValue.int(len(rows)),
-            "embedded": dg.MetadataValue.int(embedded),
-            "reused": dg.MetadataValue.int(reused),
+            EMBEDDED_METADATA: dg.MetadataValue.int(embedded),
+            REUSED_METADATA: dg.MetadataValue.int(reused),
             "model": info.name,
             "index_fingerprint": fingerprint,
             "dtype": embedder.dtype,
@@ -472,7 +479,7 @@ def embeddings(
             ),
             "elapsed_s": dg.MetadataValue.float(round(time.monotonic() - started, 3)),
             # Epoch seconds of the first commit of this run: time-to-first-embedding figures.
-            "first_stored_at": dg.MetadataValue.float(first_stored_at or 0.0),
+            FIRST_STORED_AT_METADATA: dg.MetadataValue.float(first_stored_at or 0.0),
         }
     )
 

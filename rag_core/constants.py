@@ -43,8 +43,11 @@ BATCH_TAG = "rag/batch"  # the sensor's batch counter
 BATCH_ITEMS_TAG = "rag/batch_items"  # how many partitions an ingestion run covers
 REMOVALS_TAG = "rag/removals"  # how many pages a prune run removes
 
-# Materialisation metadata keys read back by tests and benchmarks.
+# Materialisation metadata keys read back by the runner, the metrics exporter, tests, benches.
 ITEMS_METADATA = "items"  # partitions a materialisation covered
+EMBEDDED_METADATA = "embedded"  # chunk vectors computed by an embeddings materialisation
+REUSED_METADATA = "reused"  # chunk vectors kept because their text did not change
+FIRST_STORED_AT_METADATA = "first_stored_at"  # epoch s when a run's first vector was committed
 
 # Run statuses (DagsterRunStatus names) of a run that is queued or running: the sensor waits
 # for them, the runner fails them when their session died, status and metrics count them.

@@ -170,6 +170,32 @@ def test_the_checker_sees_an_upward_import_a_lazy_one_and_a_cycle(tmp_path, monk
     assert find_cycle(graph) is None
 
 
+
+def test_constants_name_what_the_definitions_define(tmp_path):
+    """rag_core.constants spells the names; the definitions must use exactly these."""
+    import dagster as dg
+
+    from rag_assets.definitions import build_definitions
+    from rag_core import constants as c
+    from tests.helpers import settings_for
+
+    defs = build_definitions(settings_for(tmp_path, USE_NEO4J="true", NEO4J_PASSWORD="x"))
+    assets = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert assets == {
+        c.CRAWLED_PAGES_ASSET, c.RAW_ITEMS_ASSET, c.DOCUMENTS_ASSET, c.CHUNKS_ASSET,
+        c.EMBEDDINGS_ASSET, c.GRAPH_PAGES_ASSET, c.REMOVED_PAGES_ASSET,
+    }  # fmt: skip
+    jobs = {job.name for job in defs.resolve_all_job_defs() if not job.name.startswith("__")}
+    assert jobs == {c.CRAWL_JOB, c.INGEST_JOB, c.PRUNE_JOB, c.GRAPH_CATCH_UP_JOB}
+    assert {s.name for s in defs.sensors} == {c.RAW_ITEM_FILES_SENSOR, c.GRAPH_CATCH_UP_SENSOR}
+    assert defs.resolve_job_def(c.INGEST_JOB).partitions_def.name == c.ITEMS_PARTITIONS
+    assert defs.resolve_job_def(c.INGEST_JOB).tags[c.LANE_TAG] == c.LANE_INGEST
+    assert defs.resolve_job_def(c.CRAWL_JOB).tags[c.LANE_TAG] == c.LANE_CRAWL
+    finished = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE}
+    finished.add(dg.DagsterRunStatus.CANCELED)
+    in_flight = {dg.DagsterRunStatus(status) for status in c.IN_FLIGHT_STATUSES}
+    assert dg.DagsterRunStatus.QUEUED in in_flight and not in_flight & finished
+
 if __name__ == "__main__":
     graph, problems = package_edges()
     print(describe(graph))
