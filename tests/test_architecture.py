@@ -4,7 +4,8 @@ TYPE_CHECKING count too), each import is mapped to the project package it names,
 
 - no package imports a package it may not (no upward import),
 - the packages form no cycle,
-- nothing in rag_core imports Dagster (the core must load without it).
+- nothing in rag_core imports Dagster (the core must load without it) or a module that
+  starts processes (subprocess, multiprocessing).
 
 ``python -m tests.test_architecture`` prints the package graph.
 """
@@ -36,6 +37,8 @@ ALLOWED: dict[str, set[str]] = {
         "rag_core", "demo_site", "crawler", "resources", "rag_assets", "sensors", ROOT_NODE,
     },  # fmt: skip
 }
+# rag_core never starts a process: that is the application's job (rag_app).
+PROCESS_MODULES = {"subprocess", "multiprocessing"}
 PACKAGES = {"rag_core", "demo_site", "crawler", "resources", "rag_assets", "sensors", "rag_app"}
 
 
@@ -91,6 +94,8 @@ def package_edges() -> tuple[dict[str, set[str]], list[str]]:
             where = f"{path.relative_to(ROOT)}:{line}"
             if source == "rag_core" and module.split(".")[0] == "dagster":
                 problems.append(f"{where}: rag_core imports dagster")
+            if source == "rag_core" and module.split(".")[0] in PROCESS_MODULES:
+                problems.append(f"{where}: rag_core imports {module} (starts processes)")
             target = node_of(module)
             if target is None or target == source:
                 continue
@@ -155,6 +160,7 @@ def test_the_checker_sees_an_upward_import_a_lazy_one_and_a_cycle(tmp_path, monk
     fake.mkdir()
     (fake / "bad.py").write_text(
         "def f():\n    from rag_assets.definitions import defs\n    import dagster as dg\n"
+        "import subprocess\n"
     )
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     monkeypatch.setattr(sys.modules[__name__], "PACKAGES", {"rag_core"})
@@ -165,6 +171,7 @@ def test_the_checker_sees_an_upward_import_a_lazy_one_and_a_cycle(tmp_path, monk
         "rag_core/bad.py:2: rag_core imports rag_assets.definitions.defs "
         "(rag_assets.definitions (code location root))",
         "rag_core/bad.py:3: rag_core imports dagster",
+        "rag_core/bad.py:4: rag_core imports subprocess (starts processes)",
     ]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle(graph) is None
