@@ -54,6 +54,7 @@ dev: venv
 
 env-example: venv
 	$(BIN)/rag env-example > env.example
+	$(BIN)/rag settings-table --readme README.md
 
 ## Benchmarks (bench/README.md): the platform against a plain script, streaming against
 ## batch, memory and scale. Writes bench/RESULTS.md and bench/overlap.png; takes a while.

@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+from rag_app.status import item_keys_on_disk
 from rag_core import ids
 from rag_core.chunking import ModelTokenizer, chunk_document, max_chunk_tokens
 from rag_core.embedders import sentence_transformers as embedding
@@ -27,7 +28,6 @@ from rag_core.extraction import extract_document
 from rag_core.fingerprint import settings_fingerprint
 from rag_core.items import ItemFileError, item_file_name, read_item_file
 from rag_core.settings import PROJECT_ROOT, load_settings
-from rag_core.status import item_keys_on_disk
 from rag_core.stores import duckdb_store as store
 
 GROUP_CHUNKS = 256

@@ -14,6 +14,8 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
+from rag_core.constants import BATCH_ITEMS_TAG, LANE_TAG
+
 KEPT_METADATA = ("items", "embedded", "reused", "encode_s", "elapsed_s", "chunks", "computed")
 
 
@@ -94,8 +96,8 @@ def _run(instance, record, t0: float) -> dict:
     end = record.end_time
     return {
         "run_id": run.run_id[:8],
-        "lane": run.tags.get("rag/lane", ""),
-        "items": int(run.tags.get("rag/batch_items", 0) or 0),
+        "lane": run.tags.get(LANE_TAG, ""),
+        "items": int(run.tags.get(BATCH_ITEMS_TAG, 0) or 0),
         "status": run.status.value,
         "created": rel(created),
         "starting": rel(starting),

@@ -3,7 +3,7 @@
     python -m bench.partition_scale --files 100000 --run-partitions 10000 --json out.json
 
 Writes ``--files`` tiny item files, then on a fresh instance that uses the project's own
-``dagster.yaml`` (the SQLite storage of ``rag_core/dagster_storage.py``):
+``dagster.yaml`` (the SQLite storage of ``rag_app/dagster_storage.py``):
 
 1. one tick of the ``raw_item_files`` sensor (scan, register every new partition in one
    call, request the run), and an idle tick once all are known;
@@ -94,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.sensor_tick import tick
     from rag_assets.definitions import build_definitions
-    from rag_assets.jobs import INGEST_JOB_NAME
-    from rag_assets.partitions import ITEMS_PARTITIONS_NAME
+    from rag_core.constants import INGEST_JOB, ITEMS_PARTITIONS
     from rag_core.settings import load_settings
     from sensors.raw_item_files import build_raw_item_files_sensor
 
@@ -110,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         write_tiny_items(raw_dir, 0, args.files)
         summary["write_files_s"] = round(time.perf_counter() - t, 1)
         settings = load_settings({"DATA_DIR": tmp, "DUCKDB_PATH": f"{tmp}/rag.duckdb"})
-        job_def = build_definitions(settings).resolve_job_def(INGEST_JOB_NAME)
+        job_def = build_definitions(settings).resolve_job_def(INGEST_JOB)
         sensor = build_raw_item_files_sensor("streaming")
         with dg.DagsterInstance.get() as instance:
             try:
@@ -119,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # the limit we are looking for
                 first = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
             summary["first_tick"] = {k: v for k, v in first.items() if k != "cursor"}
-            keys = instance.get_dynamic_partitions(ITEMS_PARTITIONS_NAME)
+            keys = instance.get_dynamic_partitions(ITEMS_PARTITIONS)
             summary["partitions_registered"] = len(keys)
             if first.get("cursor"):
                 idle = tick(sensor, instance, raw_dir, first["cursor"])

@@ -31,7 +31,7 @@ def _short_name(proc: psutil.Process) -> str:
         return "?"
     text = " ".join(cmd)
     for marker, name in (
-        ("rag_core.embedding_server", "embedding-server"),
+        ("rag_app.embedding_server", "embedding-server"),
         ("dagster-daemon", "dagster-daemon"),
         ("api grpc", "code-server"),
         ("api execute_run", "run-worker"),
@@ -39,7 +39,7 @@ def _short_name(proc: psutil.Process) -> str:
         # DefaultRunLauncher: the code server starts each run as a multiprocessing child.
         ("multiprocessing.spawn", "run-worker"),
         ("-m crawler", "crawler"),
-        ("rag_core.cli", "rag-run"),
+        ("rag_app.cli", "rag-run"),
         ("dagster job launch", "job-launch"),
         ("bench.baseline", "baseline"),
         ("bench.encode_only", "encode-only"),

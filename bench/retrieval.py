@@ -1,7 +1,7 @@
 """Retrieval quality experiments: build an index of a site with given chunking options and
 score both question sets in every search mode (``python -m bench.retrieval``).
 
-The index is built by ``rag_core.evaluation.build_index`` (the assets' extraction, chunking,
+The index is built by ``rag_app.evaluation.build_index`` (the assets' extraction, chunking,
 ids and store, without Dagster) so that many chunking variants can be compared quickly.
 """
 
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from rag_core.evaluation import ChunkingOptions, build_index, evaluate, load_questions
+from rag_app.evaluation import ChunkingOptions, build_index, evaluate, load_questions
 from rag_core.settings import PROJECT_ROOT, load_settings
 
 POSTGRES_HTML = Path("/usr/share/doc/postgresql-doc-15/html")
@@ -61,7 +61,7 @@ def index_counts(db: Path) -> dict:
 
 def subset_exclusions(html_dir: Path, questions, every: int) -> tuple[str, ...]:
     """Paths left out of a ``--subset`` index: all but every Nth page that answers nothing."""
-    from rag_core.evaluation import matches
+    from rag_app.evaluation import matches
 
     patterns = tuple(p for q in questions for p in q.answers)
     others = [
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         "--reuse", action="store_true", help="score an index left by an earlier run (no rebuild)"
     )
     args = parser.parse_args(argv)
-    from rag_core.search import embedder_for
+    from rag_app.search import embedder_for
 
     settings = load_settings()
     embedder = embedder_for(settings)

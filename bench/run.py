@@ -46,7 +46,7 @@ P7_MAX_REEMBED = 0
 P7_MAX_RATIO = 0.10
 P8_MIN = 1.7
 
-# rag_core.runner.fail_orphaned_runs: a daemon heartbeat younger than this blocks `rag run`.
+# rag_app.runner.fail_orphaned_runs: a daemon heartbeat younger than this blocks `rag run`.
 DAEMON_HEARTBEAT_S = 62.0
 
 # The `rag run` scenarios and their DATA_DIR under --out ((e) re-crawls (c)'s).
@@ -120,7 +120,7 @@ def read_json(path: Path) -> dict:
 
 
 def duck_counts(db: Path) -> dict[str, int]:
-    from rag_core.status import table_counts
+    from rag_app.status import table_counts
 
     return table_counts(db) if db.exists() else {}
 
@@ -318,7 +318,7 @@ class Bench:
             RUN_TIMEOUT_SECONDS=str(int(timeout_s or self.timeouts)),
             **self.concurrency_env(concurrency),
         )
-        cmd = [PY, "-m", "rag_core.cli", "run", "--json-summary", str(summary_path)]
+        cmd = [PY, "-m", "rag_app.cli", "run", "--json-summary", str(summary_path)]
         cmd += ["--timeline", str(timeline)]
         log = data_dir / "logs" / f"rag_run_{r.key}.log"
         tracked = self.tracked(f"rag-run-{r.key}", cmd, env, log, (timeout_s or self.timeouts) + 60)

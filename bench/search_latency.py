@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rag_app.search import search
 from rag_core.fingerprint import settings_fingerprint
-from rag_core.search import search
 from rag_core.settings import load_settings
 from rag_core.stores import duckdb_store as store
 

@@ -28,7 +28,7 @@ QUESTION = "how do I install on Windows"
 RAG = Path(sys.executable).parent / "rag"
 OLD_PATH = (
     "import sys\n"
-    "from rag_core.search import search\n"
+    "from rag_app.search import search\n"
     "from rag_core.settings import load_settings\n"
     "from resources.embedder import EmbedderResource\n"
     "s = load_settings()\n"
@@ -71,7 +71,7 @@ def start_server(data_dir: Path, env: dict[str, str]) -> subprocess.Popen:
 
     # As a session starts it: with a fresh token, which rag search reads from the state file.
     server = subprocess.Popen(
-        [sys.executable, "-m", "rag_core.embedding_server", "--state-file",
+        [sys.executable, "-m", "rag_app.embedding_server", "--state-file",
          str(state_path(data_dir))],
         env={**env, TOKEN_ENV: new_token()}, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, start_new_session=True,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from rag_core.constants import BATCH_ITEMS_TAG
 from rag_core.ids import item_key
 from rag_core.items import item_file_name
 from sensors.raw_item_files import build_raw_item_files_sensor
@@ -50,7 +51,7 @@ def tick(sensor, instance, raw_dir: Path, cursor: str | None) -> dict:
         "partitions_added": added,
         "runs_requested": len(result.run_requests or []),
         "items_in_run": sum(
-            int(r.tags.get("rag/batch_items", 0)) for r in (result.run_requests or [])
+            int(r.tags.get(BATCH_ITEMS_TAG, 0)) for r in (result.run_requests or [])
         ),
         "cursor": result.cursor,
     }

@@ -21,6 +21,7 @@ go through the pipelines concurrently, so one signal can see two increments.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from scrapy import signals
 from scrapy.exceptions import NotConfigured
 from twisted.internet import task
 
+from rag_core.constants import EMBEDDINGS_ASSET
 from rag_core.ids import item_key
 from rag_core.items import item_file_name
 
@@ -48,9 +50,12 @@ class IngestedSince:
     Dagster instance at ``dagster_home`` incrementally."""
 
     def __init__(self, dagster_home: str, since: float):
-        from rag_core.instance import open_instance
+        import dagster as dg
 
-        self.instance = open_instance(dagster_home)
+        # As rag_app.instance.open_instance does (the crawler may import only rag_core):
+        # dagster.yaml keeps its storage under $DAGSTER_HOME.
+        os.environ["DAGSTER_HOME"] = str(dagster_home)
+        self.instance = dg.DagsterInstance.from_config(str(dagster_home))
         self.since = since
         self.cursor: str | None = None
         self.keys: set[str] = set()
@@ -61,7 +66,7 @@ class IngestedSince:
         while True:
             result = self.instance.fetch_materializations(
                 dg.AssetRecordsFilter(
-                    asset_key=dg.AssetKey("embeddings"), after_timestamp=self.since
+                    asset_key=dg.AssetKey(EMBEDDINGS_ASSET), after_timestamp=self.since
                 ),
                 limit=1000,
                 cursor=self.cursor,

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from itemadapter import ItemAdapter
 
-from rag_core.ids import item_key, page_content_hash
+from rag_core.extraction import page_content_hash
+from rag_core.ids import item_key
 from rag_core.items import (
     CrawledItem,
     ItemFileError,

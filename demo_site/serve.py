@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
 import time
+import urllib.request
+from collections.abc import Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from urllib.parse import unquote, urlsplit
+
+# Where `python -m demo_site.generate` writes the site that `rag run` crawls without START_URLS.
+DEMO_SITE_ROOT = Path(__file__).resolve().parent.parent / "data" / "demo_site"
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -176,6 +182,34 @@ class SiteServer:
     def __exit__(self, *exc: object) -> None:
         """Stop the server when leaving a with-block."""
         self.stop()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def serve_demo_site(port: int, root: Path = DEMO_SITE_ROOT) -> Iterator[str]:
+    """Serve the bundled demo site on a fixed port (fixed: item keys include host and port).
+
+    If something already answers there (``rag run`` or an earlier crawl), it is reused.
+    Here, not in the crawl resource or the runner, so that both can use it: this package
+    imports nothing of the project.
+    """
+    url = f"http://127.0.0.1:{port}/"
+    if _answers(url):
+        yield url
+        return
+    server = SiteServer(root, host="127.0.0.1", port=port)
+    server.start()
+    try:
+        yield url
+    finally:
+        server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,8 +5,11 @@ from typing import Optional
 
 import dagster as dg
 
+from rag_assets.jobs import crawl_job
 from rag_core import prune
+from rag_core.redact import mask_secrets
 from rag_core.rekey import rekey_item_files
+from rag_core.settings import Settings
 from resources.raw_items import RawItemStore
 from resources.scrapy_crawler import ScrapyCrawler
 
@@ -101,3 +104,39 @@ def crawled_pages(
             ),
         }
     )
+
+
+def crawl_definitions(settings: Settings) -> dg.Definitions:
+    """The crawl area: the crawl asset, its job and the Scrapy resource."""
+    crawler = ScrapyCrawler(
+        raw_dir=str(settings.raw_dir),
+        state_dir=str(settings.crawl_state_dir),
+        # Masked: resource config is stored in snapshots and shown in the UI.
+        start_urls=[mask_secrets(url) for url in settings.start_urls],
+        allowed_domains=list(settings.allowed_domains),
+        max_pages=settings.closespider_pagecount,
+        depth_limit=settings.crawl_depth_limit,
+        include=list(settings.crawl_include),
+        exclude=list(settings.crawl_exclude),
+        concurrency=settings.crawl_concurrency,
+        autothrottle=settings.autothrottle_enabled,
+        max_page_chars=settings.max_page_chars,
+        log_level=settings.log_level,
+        demo_site_port=settings.demo_site_port,
+        prune_removed=settings.prune_removed,
+        allow_private_networks=settings.allow_private_networks,
+        max_download_bytes=settings.crawl_max_download_bytes,
+        max_links_per_page=settings.crawl_max_links_per_page,
+        max_url_length=settings.crawl_max_url_length,
+        prune_after_misses=settings.prune_after_misses,
+        prune_max_fraction=settings.prune_max_fraction,
+        prune_confirm=settings.prune_confirm,
+        priority_rules=settings.priority_rules,
+        sitemaps=settings.crawl_sitemaps,
+        # Batch mode ingests only after the crawl: pausing the crawl would wait forever.
+        max_pending_items=(
+            settings.max_pending_items if settings.pipeline_mode == "streaming" else 0
+        ),
+        dagster_home=str(settings.dagster_home),
+    )
+    return dg.Definitions(assets=[crawled_pages], jobs=[crawl_job], resources={"crawler": crawler})

@@ -13,8 +13,11 @@ from collections.abc import Sequence
 import dagster as dg
 
 from rag_assets.ingest import embeddings
+from rag_assets.jobs import graph_catch_up_job
 from rag_assets.partitions import items_partitions
 from rag_core import ids
+from rag_core.constants import ITEMS_METADATA
+from rag_core.settings import Settings
 from resources.duckdb_store import DuckDBStore
 from resources.graph_sink import (
     GraphChunk,
@@ -22,6 +25,7 @@ from resources.graph_sink import (
     GraphSinkAuthError,
     Neo4jGraphSink,
     WriteSummary,
+    graph_sink_from_settings,
 )
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
@@ -106,7 +110,7 @@ def graph_pages(
     )
     return dg.MaterializeResult(
         metadata={
-            "items": dg.MetadataValue.int(len(keys)),
+            ITEMS_METADATA: dg.MetadataValue.int(len(keys)),
             "pages": dg.MetadataValue.int(total.pages),
             "chunks": dg.MetadataValue.int(total.chunks),
             "next_edges": dg.MetadataValue.int(total.next_edges),
@@ -119,4 +123,14 @@ def graph_pages(
             "write_s": dg.MetadataValue.float(round(write_s, 3)),
             "elapsed_s": dg.MetadataValue.float(round(time.monotonic() - started, 3)),
         }
+    )
+
+
+def graph_definitions(settings: Settings) -> dg.Definitions:
+    """The graph area (USE_NEO4J): graph_pages, which the ingestion job then ends with, the
+    catch-up job and the Neo4j sink."""
+    return dg.Definitions(
+        assets=[graph_pages],
+        jobs=[graph_catch_up_job],
+        resources={"graph": graph_sink_from_settings(settings)},
     )

@@ -18,19 +18,30 @@ from concurrent.futures import ThreadPoolExecutor
 import dagster as dg
 
 from rag_assets.crawl import crawled_pages
-from rag_assets.partitions import ITEMS_PARTITIONS_NAME, items_partitions
+from rag_assets.jobs import ingest_job
+from rag_assets.partitions import items_partitions
 from rag_core import ids
-from rag_core.batches import MANIFEST_TAG, read_manifest
+from rag_core.batches import read_manifest
+from rag_core.constants import (
+    EMBEDDED_METADATA,
+    FIRST_STORED_AT_METADATA,
+    ITEMS_METADATA,
+    ITEMS_PARTITIONS,
+    MANIFEST_TAG,
+    REUSED_METADATA,
+)
 from rag_core.extraction import extract_document
 from rag_core.fingerprint import index_fingerprint
 from rag_core.items import ItemFileError
+from rag_core.settings import Settings
 from rag_core.stores import Store
 from resources.chunker import TokenChunker
 from resources.duckdb_store import DuckDBStore
 from resources.embedder import EmbedderResource
 from resources.raw_items import RawItemStore
 
-# single_run backfill policy is the documented way to micro-batch (DESIGN.md), still "beta".
+# single_run backfill policy is the documented way to micro-batch (docs/architecture.md,
+# *Decisions and the facts behind them*), still "beta".
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy.*")
 
 GROUP = "ingestion"
@@ -67,7 +78,7 @@ def batch_keys(context: dg.AssetExecutionContext, raw_store: RawItemStore) -> li
     except (OSError, ValueError) as exc:
         context.log.warning(f"batch manifest unusable ({exc}); using the partition range")
         return list(context.partition_keys)
-    live = set(context.instance.get_dynamic_partitions(ITEMS_PARTITIONS_NAME))
+    live = set(context.instance.get_dynamic_partitions(ITEMS_PARTITIONS))
     return [key for key in keys if key in live]
 
 
@@ -81,7 +92,7 @@ def _error_preview(errors: dict[str, str]) -> dg.MetadataValue:
 
 def _common_metadata(keys: Sequence[str], errors: dict[str, str], started: float) -> dict:
     return {
-        "items": dg.MetadataValue.int(len(keys)),
+        ITEMS_METADATA: dg.MetadataValue.int(len(keys)),
         "errors": dg.MetadataValue.int(len(errors)),
         "error_items": _error_preview(errors),
         "elapsed_s": dg.MetadataValue.float(round(time.monotonic() - started, 3)),
@@ -370,10 +381,10 @@ def embeddings(
     _observe_items(context, store, keys, model.name)
     return dg.MaterializeResult(
         metadata={
-            "items": dg.MetadataValue.int(len(keys)),
+            ITEMS_METADATA: dg.MetadataValue.int(len(keys)),
             "embeddings": dg.MetadataValue.int(len(rows)),
-            "embedded": dg.MetadataValue.int(embedded),
-            "reused": dg.MetadataValue.int(reused),
+            EMBEDDED_METADATA: dg.MetadataValue.int(embedded),
+            REUSED_METADATA: dg.MetadataValue.int(reused),
             **model.describe(),
             "index_fingerprint": fingerprint,
             "dimension": dg.MetadataValue.int(model.dimension),
@@ -384,6 +395,30 @@ def embeddings(
             ),
             "elapsed_s": dg.MetadataValue.float(round(time.monotonic() - started, 3)),
             # Epoch seconds of the first commit of this run: time-to-first-embedding figures.
-            "first_stored_at": dg.MetadataValue.float(first_stored_at or 0.0),
+            FIRST_STORED_AT_METADATA: dg.MetadataValue.float(first_stored_at or 0.0),
         }
+    )
+
+
+def ingest_definitions(settings: Settings) -> dg.Definitions:
+    """The ingestion area: raw_items -> documents -> chunks -> embeddings, the checks on the
+    vectors, the job the sensor launches, and the chunker and embedder resources."""
+    from rag_assets.checks import embedding_checks  # checks.py imports this module's assets
+
+    embedder = EmbedderResource.from_settings(settings)
+    return dg.Definitions(
+        assets=[raw_items, documents, chunks, embeddings],
+        asset_checks=embedding_checks,
+        jobs=[ingest_job],
+        resources={
+            # The chunker counts tokens with the embedder's own tokenizer.
+            "chunker": TokenChunker(
+                embedder=embedder,
+                chunk_size_tokens=settings.chunk_size_tokens,
+                chunk_overlap_tokens=settings.chunk_overlap_tokens,
+                context_header=settings.chunk_context_header,
+                min_tokens=settings.chunk_min_tokens,
+            ),
+            "embedder": embedder,
+        },
     )

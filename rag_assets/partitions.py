@@ -2,6 +2,6 @@
 
 import dagster as dg
 
-ITEMS_PARTITIONS_NAME = "items"
+from rag_core.constants import ITEMS_PARTITIONS
 
-items_partitions = dg.DynamicPartitionsDefinition(name=ITEMS_PARTITIONS_NAME)
+items_partitions = dg.DynamicPartitionsDefinition(name=ITEMS_PARTITIONS)

@@ -5,9 +5,10 @@ import time
 import dagster as dg
 
 from rag_assets.crawl import crawled_pages
-from rag_assets.jobs import LANE_TAG
-from rag_assets.partitions import ITEMS_PARTITIONS_NAME
+from rag_assets.jobs import prune_job
 from rag_core import prune
+from rag_core.constants import ITEMS_PARTITIONS, LANE_INGEST, LANE_TAG, REMOVED_PAGES_ASSET
+from rag_core.settings import Settings
 
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 # The daemon retries a failed run within seconds; a failure older than this gets no retry.
@@ -18,7 +19,9 @@ FINAL = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRun
 def held_partitions(instance: dg.DagsterInstance, this_run: str) -> set[str]:
     """Range boundaries of ingest-lane runs that may still execute (in flight, or failed with
     a retry to come): deleting such a partition would make that run's range unresolvable."""
-    records = instance.get_run_records(filters=dg.RunsFilter(tags={LANE_TAG: "ingest"}), limit=200)
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(tags={LANE_TAG: LANE_INGEST}), limit=200
+    )
     parents = {r.dagster_run.tags.get("dagster/parent_run_id") for r in records}
     retries = instance.run_retries_max_retries if instance.run_retries_enabled else 0
     held: set[str] = set()
@@ -47,7 +50,7 @@ def build_removed_pages(with_graph: bool = False) -> dg.AssetsDefinition:
     """The pruning asset; with the graph sink it removes the pages from the graph too."""
 
     @dg.asset(
-        name="removed_pages",
+        name=REMOVED_PAGES_ASSET,
         group_name="crawl",
         kinds={"duckdb", "neo4j"} if with_graph else {"duckdb"},
         deps=[crawled_pages],
@@ -69,7 +72,7 @@ def build_removed_pages(with_graph: bool = False) -> dg.AssetsDefinition:
         for key in keys:
             raw_store.path_for(key).unlink(missing_ok=True)
             if key not in held:
-                context.instance.delete_dynamic_partition(ITEMS_PARTITIONS_NAME, key)
+                context.instance.delete_dynamic_partition(ITEMS_PARTITIONS, key)
         # A held partition stays requested: the next prune deletes it once its run is done.
         prune.clear_removals(raw_store.folder, {k: v for k, v in plan.items() if k not in held})
         context.log.info(f"removed {len(keys)} page(s) gone from the site")
@@ -92,3 +95,12 @@ def build_removed_pages(with_graph: bool = False) -> dg.AssetsDefinition:
         )
 
     return removed_pages
+
+
+def prune_definitions(settings: Settings) -> dg.Definitions:
+    """The pruning area: the removal asset and its job. With the graph sink the asset removes
+    the pages from the graph in the same step (after the DuckDB transaction), so that a page
+    never outlives its removal there."""
+    return dg.Definitions(
+        assets=[build_removed_pages(with_graph=settings.use_neo4j)], jobs=[prune_job]
+    )

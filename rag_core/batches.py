@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-MANIFEST_TAG = "rag/manifest"
 MANIFEST_DIR = ".batches"
 # Old enough that no retry of its run can still come (retries follow within minutes).
 MANIFEST_MAX_AGE_S = 7 * 24 * 3600.0

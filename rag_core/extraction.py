@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import lxml.etree as etree
 
+from rag_core.ids import content_hash
+
 # Cap on the extracted text. A documentation page is far below this; the cap only bounds the
 # cost of pathological pages (generated listings, dumps) for chunking and embedding downstream.
 MAX_TEXT_CHARS = 1_000_000
@@ -92,6 +94,12 @@ def extract_document(html: str, url: str = "") -> ExtractedDocument:
         return _extract(html)
     except Exception:  # noqa: BLE001 - contract: bad input gives an empty document, not a crash
         return ExtractedDocument(title="", text="", headings=[], word_count=0)
+
+
+def page_content_hash(html: str) -> str:
+    """Content hash of a page: the hash of its extracted main text, not of the raw HTML
+    (navigation, timestamps and tokens change on every fetch)."""
+    return content_hash(extract_document(html).text)
 
 
 def _extract(html: object) -> ExtractedDocument:

@@ -125,14 +125,6 @@ def content_hash(text: str) -> str:
     return sha256_hex(text)
 
 
-def page_content_hash(html: str) -> str:
-    """Content hash of a page: the hash of its extracted main text, not of the raw HTML
-    (navigation, timestamps and tokens change on every fetch)."""
-    from rag_core.extraction import extract_document
-
-    return content_hash(extract_document(html).text)
-
-
 def chunk_id(item_id: str, chunk_index: int, text: str) -> str:
     """Deterministic chunk id: unchanged text at the same place keeps its id (and its vector)."""
     return sha256_hex(f"{item_id}\x1f{chunk_index}\x1f{text}")[:24]

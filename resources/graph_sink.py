@@ -33,6 +33,8 @@ from rag_core.redact import MASK, mask_secrets
 if TYPE_CHECKING:
     import neo4j
 
+    from rag_core.settings import Settings
+
 
 class GraphSinkError(RuntimeError):
     """The graph server could not be used; the message names its URI (never the password)."""
@@ -433,3 +435,13 @@ class Neo4jGraphSink(dg.ConfigurableResource):
         }
         with self._driver() as driver, driver.session(database=self.database) as session:
             return {name: int(session.run(q).single()["n"]) for name, q in queries.items()}
+
+
+def graph_sink_from_settings(settings: Settings) -> Neo4jGraphSink:
+    """The graph sink; the password is read from NEO4J_PASSWORD when a run or tick needs it."""
+    return Neo4jGraphSink(
+        uri=settings.neo4j_uri,
+        user=settings.neo4j_user,
+        password=dg.EnvVar("NEO4J_PASSWORD"),
+        database=settings.neo4j_database,
+    )

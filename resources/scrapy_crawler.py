@@ -13,16 +13,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 
+from demo_site.serve import serve_demo_site
 from rag_core.redact import mask_secrets, unmask_urls
 from rag_core.settings import PROJECT_ROOT, secret
-
-DEMO_SITE_ROOT = PROJECT_ROOT / "data" / "demo_site"
 
 
 def _terminate_with_parent() -> None:
@@ -62,34 +60,6 @@ def _url_list(value: str) -> list[str]:
 
 class CrawlFailedError(RuntimeError):
     """The crawl process exited with an error."""
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def demo_site(port: int) -> Iterator[str]:
-    """Serve the bundled demo site on a fixed port (fixed: item keys include host and port).
-
-    If something already answers there (``rag run`` or an earlier crawl), it is reused.
-    """
-    url = f"http://127.0.0.1:{port}/"
-    if _answers(url):
-        yield url
-        return
-    from demo_site.serve import SiteServer
-
-    server = SiteServer(DEMO_SITE_ROOT, host="127.0.0.1", port=port)
-    server.start()
-    try:
-        yield url
-    finally:
-        server.stop()
 
 
 class ScrapyCrawler(dg.ConfigurableResource):
@@ -204,7 +174,7 @@ class ScrapyCrawler(dg.ConfigurableResource):
             self.seen_keys_file.unlink(missing_ok=True)
         with contextlib.ExitStack() as stack:
             if not urls:
-                urls = [stack.enter_context(demo_site(self.demo_site_port))]
+                urls = [stack.enter_context(serve_demo_site(self.demo_site_port))]
             cmd = self.command(urls, pages)
             log_line(f"starting crawl of {', '.join(urls)}")
             process = subprocess.Popen(

@@ -14,8 +14,14 @@ import dagster as dg
 
 from rag_assets.graph import graph_pages
 from rag_assets.ingest import embeddings
-from rag_assets.jobs import GRAPH_CATCH_UP_JOB_NAME, graph_catch_up_job
-from rag_assets.partitions import ITEMS_PARTITIONS_NAME
+from rag_assets.jobs import graph_catch_up_job
+from rag_core.constants import (
+    BATCH_ITEMS_TAG,
+    GRAPH_CATCH_UP_JOB,
+    GRAPH_CATCH_UP_SENSOR,
+    ITEMS_PARTITIONS,
+    LANE_INGEST,
+)
 from resources.graph_sink import GraphSinkError, Neo4jGraphSink
 from sensors.raw_item_files import lane_in_flight
 
@@ -36,13 +42,13 @@ def stale_partitions(instance: dg.DagsterInstance) -> list[str]:
     stale = {key for key, sid in embedded.items() if sid > written.get(key, -1)}
     if not stale:
         return []
-    return [k for k in instance.get_dynamic_partitions(ITEMS_PARTITIONS_NAME) if k in stale]
+    return [k for k in instance.get_dynamic_partitions(ITEMS_PARTITIONS) if k in stale]
 
 
 def failure_backoff_remaining(instance: dg.DagsterInstance, now: float | None = None) -> float:
     """Seconds still to wait because the latest catch-up run(s) failed (0 when none did)."""
     records = instance.get_run_records(
-        filters=dg.RunsFilter(job_name=GRAPH_CATCH_UP_JOB_NAME, statuses=DONE), limit=10
+        filters=dg.RunsFilter(job_name=GRAPH_CATCH_UP_JOB, statuses=DONE), limit=10
     )
     failures = 0
     for record in records:  # newest first
@@ -62,7 +68,7 @@ def evaluate_catch_up(
     """One tick: request one graph_pages run over the stale partitions if nothing blocks it."""
     instance = context.instance
     # An ingestion run in flight writes the graph itself (and shares DuckDB): wait for it.
-    if lane_in_flight(instance, "ingest"):
+    if lane_in_flight(instance, LANE_INGEST):
         return dg.SkipReason("an ingestion or catch-up run is in flight")
     stale = stale_partitions(instance)
     if not stale:
@@ -81,11 +87,11 @@ def evaluate_catch_up(
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
-                job_name=GRAPH_CATCH_UP_JOB_NAME,
+                job_name=GRAPH_CATCH_UP_JOB,
                 tags={
                     "dagster/asset_partition_range_start": stale[0],
                     "dagster/asset_partition_range_end": stale[-1],
-                    "rag/batch_items": str(len(stale)),
+                    BATCH_ITEMS_TAG: str(len(stale)),
                 },
             )
         ]
@@ -93,7 +99,7 @@ def evaluate_catch_up(
 
 
 @dg.sensor(
-    name="graph_catch_up",
+    name=GRAPH_CATCH_UP_SENSOR,
     job=graph_catch_up_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,

@@ -6,30 +6,32 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from rag_assets.jobs import INGEST_JOB_NAME, LANE_TAG, PRUNE_JOB_NAME, ingest_job, prune_job
-from rag_assets.partitions import ITEMS_PARTITIONS_NAME
+from rag_assets.jobs import ingest_job, prune_job
 from rag_core import priority, prune, reconcile
-from rag_core.batches import MANIFEST_TAG, remove_old_manifests, write_manifest
+from rag_core.batches import remove_old_manifests, write_manifest
+from rag_core.constants import (
+    BATCH_ITEMS_TAG,
+    BATCH_TAG,
+    IN_FLIGHT_STATUSES,
+    INGEST_JOB,
+    ITEMS_PARTITIONS,
+    LANE_CRAWL,
+    LANE_INGEST,
+    LANE_TAG,
+    MANIFEST_TAG,
+    PRUNE_JOB,
+    RAW_ITEM_FILES_SENSOR,
+    REMOVALS_TAG,
+)
+from rag_core.settings import default
 from rag_core.stores import StoreLockedError
 from resources.duckdb_store import DuckDBStore
 from resources.raw_items import RawItemStore
 
-if TYPE_CHECKING:
-    from dagster._core.definitions.unresolved_asset_job_definition import (
-        UnresolvedAssetJobDefinition,
-    )
-
-IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
+IN_FLIGHT = [dg.DagsterRunStatus(status) for status in IN_FLIGHT_STATUSES]
 
 
 # The first batch after a quiet spell is capped: every stage of a run handles the whole batch
@@ -45,8 +47,8 @@ MTIME_LAG_NS = 5_000_000_000
 # A failed prune run (e.g. the graph server down) is retried after 30 s, 60 s, ... at most
 # 15 min; ingestion goes on meanwhile instead of waiting behind it.
 PRUNE_BACKOFF_S = 30.0
-DEFAULT_MAX_ITEMS = 1000
-DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_ITEMS: int = default("MAX_BATCH_ITEMS")  # type: ignore[assignment]
+DEFAULT_MAX_BYTES: int = default("MAX_BATCH_MB") * 1024 * 1024  # type: ignore[operator]
 PRUNE_BACKOFF_MAX_S = 900.0
 
 
@@ -112,9 +114,9 @@ def lane_in_flight(instance: dg.DagsterInstance, lane: str) -> bool:
 
 def blocking_run(instance: dg.DagsterInstance, mode: str) -> str | None:
     """Why new items must wait: an ingestion run in flight, or (batch mode) a crawl."""
-    if lane_in_flight(instance, "ingest"):
+    if lane_in_flight(instance, LANE_INGEST):
         return "the ingestion run in flight"
-    if mode == "batch" and lane_in_flight(instance, "crawl"):
+    if mode == "batch" and lane_in_flight(instance, LANE_CRAWL):
         return "the crawl to finish (batch mode)"
     return None
 
@@ -171,7 +173,7 @@ def reconcile_files(
 def prune_retry_at(instance: dg.DagsterInstance) -> float:
     """When a prune may be requested again (epoch s; 0 = now): exponential backoff after
     consecutive failed prune runs, so a prune that keeps failing never starves ingestion."""
-    records = instance.get_run_records(filters=dg.RunsFilter(job_name=PRUNE_JOB_NAME), limit=8)
+    records = instance.get_run_records(filters=dg.RunsFilter(job_name=PRUNE_JOB), limit=8)
     failures = 0
     for record in records:  # newest first
         if record.dagster_run.status != dg.DagsterRunStatus.FAILURE:
@@ -231,12 +233,12 @@ def range_request(
     position = {key: index for index, key in enumerate(keys_in_order)}
     ordered = sorted(batch, key=position.__getitem__)
     return dg.RunRequest(
-        job_name=INGEST_JOB_NAME,
+        job_name=INGEST_JOB,
         tags={
             **tags,
             "dagster/asset_partition_range_start": ordered[0],
             "dagster/asset_partition_range_end": ordered[-1],
-            "rag/batch_items": str(len(ordered)),
+            BATCH_ITEMS_TAG: str(len(ordered)),
             MANIFEST_TAG: manifest,
         },
     )
@@ -244,20 +246,19 @@ def range_request(
 
 def build_raw_item_files_sensor(
     mode: str = "streaming",
-    job: "UnresolvedAssetJobDefinition | None" = None,
     max_items: int = DEFAULT_MAX_ITEMS,
     max_bytes: int = DEFAULT_MAX_BYTES,
     fingerprint: "Callable[[], str] | None" = None,
 ) -> dg.SensorDefinition:
     """The sensor for PIPELINE_MODE ``mode``: streaming ingests during the crawl, batch after it.
 
-    ``job`` is the ingestion job to launch (``build_ingest_job``; with the graph sink it
-    includes graph_pages); it must be named ``ingest_items``.
+    It launches ``ingest_job`` (which ends with graph_pages when the graph area is loaded)
+    and ``prune_job``.
     """
 
     @dg.sensor(
-        name="raw_item_files",
-        jobs=[job or ingest_job, prune_job],
+        name=RAW_ITEM_FILES_SENSOR,
+        jobs=[ingest_job, prune_job],
         minimum_interval_seconds=1,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
@@ -301,13 +302,13 @@ def evaluate_files(
     scan_started_ns = time.time_ns()
     files = raw_store.scan()
     touched = cursor.touched(files)
-    known = list(instance.get_dynamic_partitions(ITEMS_PARTITIONS_NAME))
+    known = list(instance.get_dynamic_partitions(ITEMS_PARTITIONS))
     known_set = set(known)
     new = [key for key in touched if key not in known_set]
     if new:
         # Added here rather than through SensorResult: one query for the whole list, where
         # the daemon would check each key on its own (slow at thousands of keys).
-        instance.add_dynamic_partitions(ITEMS_PARTITIONS_NAME, new)
+        instance.add_dynamic_partitions(ITEMS_PARTITIONS, new)
         known_set.update(new)
         known += new  # appended in this order: ``known`` stays the partition order
     # Pending keys deleted from the partitions meanwhile (a pruned page) are dropped.
@@ -320,7 +321,7 @@ def evaluate_files(
         )
         unregistered = [k for k in again if k not in known_set]
         if unregistered:
-            instance.add_dynamic_partitions(ITEMS_PARTITIONS_NAME, unregistered)
+            instance.add_dynamic_partitions(ITEMS_PARTITIONS, unregistered)
             known_set.update(unregistered)
             known += unregistered
         pending += again
@@ -339,7 +340,7 @@ def evaluate_files(
         cursor.pending = pending
         return dg.SensorResult(
             run_requests=[
-                dg.RunRequest(job_name=PRUNE_JOB_NAME, tags={"rag/removals": str(len(removals))})
+                dg.RunRequest(job_name=PRUNE_JOB, tags={REMOVALS_TAG: str(len(removals))})
             ],
             cursor=cursor.dump(),
         )
@@ -372,7 +373,7 @@ def evaluate_files(
     if cursor.batches % 100 == 1:
         remove_old_manifests(raw_store.folder)
     manifest = write_manifest(raw_store.folder, batch)
-    tags = {"rag/batch": str(cursor.batches)}
+    tags = {BATCH_TAG: str(cursor.batches)}
     if ranks:
         tags["dagster/priority"] = str(priority.run_priority(batch, ranks))
     request = range_request(order, batch, tags, manifest)

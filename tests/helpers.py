@@ -311,13 +311,13 @@ def materialize_range(instance, settings, keys: list[str], **kwargs):
     """Register ``keys`` as item partitions (those not yet known), then run over the range
     they span in the instance's partition order, as the sensor's range run would.
     ``kwargs``: as :func:`materialize_tags`."""
-    from rag_assets.partitions import ITEMS_PARTITIONS_NAME
+    from rag_core.constants import ITEMS_PARTITIONS
 
-    known = set(instance.get_dynamic_partitions(ITEMS_PARTITIONS_NAME))
+    known = set(instance.get_dynamic_partitions(ITEMS_PARTITIONS))
     new = [k for k in dict.fromkeys(keys) if k not in known]
     if new:
-        instance.add_dynamic_partitions(ITEMS_PARTITIONS_NAME, new)
-    order = instance.get_dynamic_partitions(ITEMS_PARTITIONS_NAME)
+        instance.add_dynamic_partitions(ITEMS_PARTITIONS, new)
+    order = instance.get_dynamic_partitions(ITEMS_PARTITIONS)
     ordered = sorted(keys, key=order.index)
     tags = {RANGE_START: ordered[0], RANGE_END: ordered[-1]}
     return materialize_tags(instance, settings, tags, **kwargs)

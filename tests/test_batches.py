@@ -5,13 +5,14 @@ from __future__ import annotations
 import duckdb
 
 from rag_core import batches
+from rag_core.constants import BATCH_ITEMS_TAG, ITEMS_METADATA, ITEMS_PARTITIONS, MANIFEST_TAG
 from rag_core.items import item_file_name
 from tests.helpers import evaluate_sensor, run_request, write_page
 
 
 def items_of(result, asset):
     events = [e for e in result.get_asset_materialization_events() if e.asset_key.path == [asset]]
-    return events[0].materialization.metadata["items"].value if events else None
+    return events[0].materialization.metadata[ITEMS_METADATA].value if events else None
 
 
 def texts(settings):
@@ -34,7 +35,7 @@ def test_reorder_and_prune_between_request_and_retry(instance, settings):
     write_page(raw, "http://site.test/p1", "P1", "<p>third version</p>")
     third = evaluate_sensor(instance, raw, second.cursor)
     assert third.run_requests
-    instance.delete_dynamic_partition("items", keys[2])
+    instance.delete_dynamic_partition(ITEMS_PARTITIONS, keys[2])
     (raw / item_file_name(keys[2])).unlink()
     result = run_request(instance, settings, request, raise_on_error=False)
     assert result.success
@@ -43,7 +44,7 @@ def test_reorder_and_prune_between_request_and_retry(instance, settings):
     assert "third version" in stored[keys[1]] and "second version" in stored[keys[3]]
     assert "first" in stored[keys[0]] and "first" in stored[keys[4]]
     # The manifest is what fixed the set.
-    assert batches.read_manifest(raw, request.tags[batches.MANIFEST_TAG]) == [keys[1], keys[3]]
+    assert batches.read_manifest(raw, request.tags[MANIFEST_TAG]) == [keys[1], keys[3]]
 
 
 def test_the_partition_order_never_changes(instance, tmp_path):
@@ -52,7 +53,7 @@ def test_the_partition_order_never_changes(instance, tmp_path):
     first = evaluate_sensor(instance, raw)
     write_page(raw, "http://site.test/p1", "P1", "<p>changed</p>")
     changed = evaluate_sensor(instance, raw, first.cursor)
-    assert instance.get_dynamic_partitions("items") == keys
+    assert instance.get_dynamic_partitions(ITEMS_PARTITIONS) == keys
     tags = changed.run_requests[0].tags
-    assert batches.read_manifest(raw, tags[batches.MANIFEST_TAG]) == [keys[1]]
-    assert tags["rag/batch_items"] == "1"
+    assert batches.read_manifest(raw, tags[MANIFEST_TAG]) == [keys[1]]
+    assert tags[BATCH_ITEMS_TAG] == "1"

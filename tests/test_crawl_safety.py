@@ -107,7 +107,7 @@ def test_internal_addresses_are_refused_even_when_domains_are_widened(servers, t
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER")}
     env.update(DATA_DIR=str(tmp_path), DUCKDB_PATH=str(tmp_path / "rag.duckdb"))
     status = subprocess.run(
-        [sys.executable, "-m", "rag_core.cli", "status", "--errors"],
+        [sys.executable, "-m", "rag_app.cli", "status", "--errors"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert status.returncode == 0, status.stderr

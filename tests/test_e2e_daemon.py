@@ -14,9 +14,10 @@ import duckdb
 import numpy as np
 import pytest
 
+from rag_app.instance import open_instance
+from rag_app.search import search
+from rag_core.constants import INGEST_JOB, LANE_TAG
 from rag_core.ids import item_key
-from rag_core.instance import open_instance
-from rag_core.search import search
 from tests.helpers import build_site, settings_for, static_site
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +37,7 @@ def rag(data: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER")}
     full_env.update(DATA_DIR=str(data), DUCKDB_PATH=str(data / "rag.duckdb"), **env)
     return subprocess.run(
-        [sys.executable, "-m", "rag_core.cli", *args],
+        [sys.executable, "-m", "rag_app.cli", *args],
         env=full_env,
         capture_output=True,
         text=True,
@@ -76,7 +77,7 @@ class SearchLoop(threading.Thread):
     def __init__(self, data: Path):
         super().__init__(daemon=True)
         self.settings = settings_for(data, EMBEDDING_SERVER="false")
-        from rag_core.search import embedder_for
+        from rag_app.search import embedder_for
 
         self.embedder = embedder_for(self.settings)
         self.embedder.embed(["warm up"])
@@ -136,7 +137,7 @@ def test_search_worked_while_ingestion_was_writing(streamed):
     assert searcher.failures == []
     with open_instance(data / "dagster_home") as instance:
         runs = [
-            r for r in instance.get_run_records() if r.dagster_run.tags.get("rag/lane") == "ingest"
+            r for r in instance.get_run_records() if r.dagster_run.tags.get(LANE_TAG) == "ingest"
         ]
     assert runs and all(r.dagster_run.status.value == "SUCCESS" for r in runs)
     during = [
@@ -217,7 +218,7 @@ def test_killed_ingestion_run_recovers_to_identical_stores(streamed, site, tmp_p
         [
             sys.executable,
             "-m",
-            "rag_core.cli",
+            "rag_app.cli",
             "run",
             "--mode",
             "batch",
@@ -240,7 +241,7 @@ def test_killed_ingestion_run_recovers_to_identical_stores(streamed, site, tmp_p
         with open_instance(data / "dagster_home") as instance:
             for record in instance.get_run_records(
                 filters=dg.RunsFilter(
-                    job_name="ingest_items", statuses=[dg.DagsterRunStatus.STARTED]
+                    job_name=INGEST_JOB, statuses=[dg.DagsterRunStatus.STARTED]
                 )
             ):
                 run_id = record.dagster_run.run_id

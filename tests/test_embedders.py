@@ -17,7 +17,8 @@ import duckdb
 import numpy as np
 import pytest
 
-from rag_core import embedding_server, fingerprint
+from rag_app import embedding_server
+from rag_core import fingerprint
 from rag_core.chunking import chunk_document, max_chunk_tokens
 from rag_core.embedders import (
     PROVIDERS,
@@ -212,10 +213,10 @@ def test_weights_digest_is_cached_on_disk_by_path_size_and_mtime(tmp_path, monke
 def test_ingestion_and_search_with_the_fake_provider(tmp_path):
     """The whole ingestion with EMBEDDING_PROVIDER=fake: the chunker counts in the fake's
     tokenizer, vectors carry its name, width and fingerprint, the checks pass, search ranks."""
+    from rag_app.search import search
     from rag_assets.checks import embedding_dimension_matches_model, one_index_fingerprint
     from rag_assets.definitions import build_definitions
     from rag_assets.ingest import chunks, documents, embeddings, raw_items
-    from rag_core.search import search
     from resources.duckdb_store import DuckDBStore
 
     settings = settings_for(tmp_path / "data", EMBEDDING_PROVIDER="fake", EMBEDDING_SERVER="false")

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from rag_core import embedding_server
+from rag_app import embedding_server
 from rag_core.embedders import sentence_transformers as embedding
 from rag_core.embedders import server_client
 from rag_core.settings import TOKEN_ENV

@@ -12,11 +12,11 @@ import uuid
 import numpy as np
 import pytest
 
-from rag_core import embedding_server
+from rag_app import embedding_server
+from rag_app.embedding_server import MAX_TEXT_CHARS
 from rag_core.embedders import sentence_transformers as embedding
 from rag_core.embedders import server_client
 from rag_core.embedders.server_client import MAX_BODY_BYTES, MAX_TEXTS
-from rag_core.embedding_server import MAX_TEXT_CHARS
 
 TOKEN = uuid.uuid4().hex
 MODEL = embedding.DEFAULT_MODEL

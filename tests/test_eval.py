@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from rag_core.evaluation import (
+from rag_app.evaluation import (
     ChunkingOptions,
     QuestionFileError,
     build_index,
@@ -19,12 +19,12 @@ from rag_core.evaluation import (
     matches,
     score,
 )
-from rag_core.search import embedder_for
+from rag_app.search import embedder_for
 from rag_core.settings import PROJECT_ROOT
 from tests.helpers import settings_for
 
 DEMO_QUESTIONS = PROJECT_ROOT / "eval" / "demo_questions.json"
-RAG = [sys.executable, "-m", "rag_core.cli"]
+RAG = [sys.executable, "-m", "rag_app.cli"]
 
 
 def test_matching_and_scores():

@@ -6,10 +6,11 @@ from __future__ import annotations
 import duckdb
 import pytest
 
+from rag_app.search import search
 from rag_assets.checks import one_index_fingerprint
 from rag_core import reconcile
+from rag_core.constants import BATCH_ITEMS_TAG
 from rag_core.fingerprint import settings_fingerprint
-from rag_core.search import search
 from resources.duckdb_store import DuckDBStore
 from sensors.raw_item_files import build_raw_item_files_sensor
 from tests.helpers import evaluate_sensor, paragraphs, run_request, settings_for, write_page
@@ -44,7 +45,7 @@ def test_changed_chunking_reindexes_everything_and_search_never_mixes(
     after = build_raw_item_files_sensor("streaming", max_items=3, fingerprint=lambda: new_fp)
     reconcile.request_reconcile(raw)
     tick = evaluate_sensor(instance, raw, first.cursor, sensor=after)
-    assert [r.tags["rag/batch_items"] for r in tick.run_requests] == ["3"]
+    assert [r.tags[BATCH_ITEMS_TAG] for r in tick.run_requests] == ["3"]
     run_request(instance, new, tick.run_requests[0])
     # Half way: two fingerprints; the check says so and search serves only the new one.
     check = one_index_fingerprint(duckdb=DuckDBStore(path=str(new.duckdb_path)))
@@ -54,7 +55,7 @@ def test_changed_chunking_reindexes_everything_and_search_never_mixes(
     hits = search(new, "topic", k=50)
     assert hits and {h.chunk_id for h in hits} <= served
     rest = evaluate_sensor(instance, raw, tick.cursor, sensor=after)
-    assert [r.tags["rag/batch_items"] for r in rest.run_requests] == ["1"]
+    assert [r.tags[BATCH_ITEMS_TAG] for r in rest.run_requests] == ["1"]
     run_request(instance, new, rest.run_requests[0])
 
     assert rows(new, "SELECT DISTINCT fingerprint FROM embeddings") == [(new_fp,)]
@@ -68,8 +69,8 @@ def test_changed_chunking_reindexes_everything_and_search_never_mixes(
 
 @pytest.mark.unit
 def test_coverage_is_shown_while_a_reindex_is_under_way():
-    from rag_core.runner import Progress
-    from rag_core.status import describe_coverage
+    from rag_app.runner import Progress
+    from rag_app.status import describe_coverage
 
     coverage = {
         "fingerprint": "new", "pages_current": 3, "pages_other": 1,

@@ -21,6 +21,14 @@ from dagster._core.storage.dagster_run import DagsterRun
 from rag_assets.definitions import build_definitions
 from rag_assets.graph import graph_pages
 from rag_assets.ingest import chunks, documents, embeddings, raw_items
+from rag_core.constants import (
+    EMBEDDINGS_ASSET,
+    GRAPH_CATCH_UP_JOB,
+    GRAPH_CATCH_UP_SENSOR,
+    INGEST_JOB,
+    LANE_TAG,
+    RAW_ITEM_FILES_SENSOR,
+)
 from rag_core.ids import canonical_url, item_key
 from rag_core.settings import PROJECT_ROOT, SettingsError
 from resources.graph_sink import GraphSinkAuthError, Neo4jGraphSink
@@ -350,7 +358,7 @@ def test_search_graph_returns_neighbours_and_linking_pages(site):
         NEO4J_PASSWORD=site.server.password, NEO4J_DATABASE="neo4j", EMBEDDING_SERVER_URL="",
     )  # fmt: skip
     proc = subprocess.run(
-        [sys.executable, "-m", "rag_core.cli", "search", "installing on Windows", "-k", "3",
+        [sys.executable, "-m", "rag_app.cli", "search", "installing on Windows", "-k", "3",
          "--graph", "--json"],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -368,17 +376,17 @@ def test_search_graph_returns_neighbours_and_linking_pages(site):
 def test_definitions_without_neo4j_have_no_graph(tmp_path, site):
     defs = build_definitions(settings_for(tmp_path, USE_NEO4J="false"))
     keys = defs.resolve_asset_graph().get_all_asset_keys()
-    assert graph_pages.key not in keys and dg.AssetKey("embeddings") in keys
+    assert graph_pages.key not in keys and dg.AssetKey(EMBEDDINGS_ASSET) in keys
     assert "graph" not in defs.resources
-    assert [s.name for s in defs.sensors] == ["raw_item_files"]
-    ingest = defs.resolve_job_def("ingest_items")
+    assert [s.name for s in defs.sensors] == [RAW_ITEM_FILES_SENSOR]
+    ingest = defs.resolve_job_def(INGEST_JOB)
     assert "graph_pages" not in ingest.graph.node_dict
     # With the graph on, the job the sensor launches ends with graph_pages.
     on = site.defs
-    assert "graph_pages" in on.resolve_job_def("ingest_items").graph.node_dict
-    sensor = next(s for s in on.sensors if s.name == "raw_item_files")
-    assert "ingest_items" in [t.job_name for t in sensor.targets]
-    assert {s.name for s in on.sensors} == {"raw_item_files", "graph_catch_up"}
+    assert "graph_pages" in on.resolve_job_def(INGEST_JOB).graph.node_dict
+    sensor = next(s for s in on.sensors if s.name == RAW_ITEM_FILES_SENSOR)
+    assert INGEST_JOB in [t.job_name for t in sensor.targets]
+    assert {s.name for s in on.sensors} == {RAW_ITEM_FILES_SENSOR, GRAPH_CATCH_UP_SENSOR}
     # With USE_NEO4J=false, loading the code location does not import the driver.
     probe = subprocess.run(
         [
@@ -464,10 +472,10 @@ def test_outage_fails_only_the_graph_step_and_catch_up_repairs_it(site):
         server.start()
     # An ingestion run in flight (it would write the graph itself) holds the catch-up back.
     running = DagsterRun(
-        job_name="ingest_items",
+        job_name=INGEST_JOB,
         run_id=str(uuid.uuid4()),
         status=dg.DagsterRunStatus.STARTED,
-        tags={"rag/lane": "ingest"},
+        tags={LANE_TAG: "ingest"},
     )
     instance.run_storage.add_run(running)
     assert "in flight" in tick().skip_message
@@ -475,7 +483,7 @@ def test_outage_fails_only_the_graph_step_and_catch_up_repairs_it(site):
     go = tick()
     assert len(go.run_requests) == 1
     request = go.run_requests[0]
-    assert request.job_name == "graph_catch_up"
+    assert request.job_name == GRAPH_CATCH_UP_JOB
     assert request.tags[RANGE_START] == request.tags[RANGE_END] == key
     catch_up = site.run([graph_pages], request.tags)
     assert catch_up.success
@@ -484,7 +492,7 @@ def test_outage_fails_only_the_graph_step_and_catch_up_repairs_it(site):
     assert (key, site.keys["install"]) in links and (key, site.keys["later"]) in links
     assert "up to date" in tick().skip_message
     # A catch-up run that failed although the server answered is not retried at once.
-    failed = DagsterRun(job_name="graph_catch_up", run_id=str(uuid.uuid4()))
+    failed = DagsterRun(job_name=GRAPH_CATCH_UP_JOB, run_id=str(uuid.uuid4()))
     instance.run_storage.add_run(failed)
     instance.report_run_failed(failed)
     assert failure_backoff_remaining(instance, now=time.time()) > 30

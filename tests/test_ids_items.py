@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from rag_core.constants import ITEMS_PARTITIONS
 from rag_core.ids import (
     KEY_HASH_LENGTH,
     KEY_SLUG_CHARS,
@@ -150,9 +151,9 @@ def test_dagster_accepts_every_key_as_a_dynamic_partition():
     # bad one would only fail later, in the UI's range selection or the CLI).
     raise_error_on_invalid_partition_key_substring(keys)
     with dg.DagsterInstance.ephemeral() as instance:
-        instance.add_dynamic_partitions("items", keys)
-        assert instance.get_dynamic_partitions("items") == keys
-        items = dg.DynamicPartitionsDefinition(name="items")
+        instance.add_dynamic_partitions(ITEMS_PARTITIONS, keys)
+        assert instance.get_dynamic_partitions(ITEMS_PARTITIONS) == keys
+        items = dg.DynamicPartitionsDefinition(name=ITEMS_PARTITIONS)
         assert items.get_partition_keys(dynamic_partitions_store=instance) == keys
 
 

@@ -209,7 +209,7 @@ def test_asset_checks_catch_missing_wrong_and_non_finite_vectors(instance, site,
 
 
 def test_search_shows_a_page_stored_under_two_urls_once(instance, settings):
-    from rag_core.search import search
+    from rag_app.search import search
 
     body = paragraphs("rotating the signing keys", 2)
     keys = [

@@ -1,4 +1,4 @@
-"""The project's Dagster instance storage (dagster.yaml -> rag_core.dagster_storage)."""
+"""The project's Dagster instance storage (dagster.yaml -> rag_app.dagster_storage)."""
 
 import os
 import shutil
@@ -11,9 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Runs in a fresh interpreter: DAGSTER_HOME and the planned-events switch are process-wide.
 CREATE_RUN = """
 import dagster as dg
+from rag_core.constants import INGEST_JOB, ITEMS_PARTITIONS
 from rag_assets.definitions import build_definitions
-from rag_assets.jobs import INGEST_JOB_NAME
-from rag_assets.partitions import ITEMS_PARTITIONS_NAME
 from tests.helpers import settings_for
 from pathlib import Path
 import sys
@@ -21,8 +20,8 @@ import sys
 keys = [f"k{i:04d}" for i in range(50)]
 with dg.DagsterInstance.get() as instance:
     assert instance.get_ref().storage_data.class_name == "FastSqliteStorage"
-    instance.add_dynamic_partitions(ITEMS_PARTITIONS_NAME, keys)
-    job = build_definitions(settings_for(Path(sys.argv[1]))).resolve_job_def(INGEST_JOB_NAME)
+    instance.add_dynamic_partitions(ITEMS_PARTITIONS, keys)
+    job = build_definitions(settings_for(Path(sys.argv[1]))).resolve_job_def(INGEST_JOB)
     run = instance.create_run_for_job(job, tags={
         **job.tags,
         "dagster/asset_partition_range_start": keys[0],

@@ -17,10 +17,10 @@ from prometheus_client.registry import CollectorRegistry
 from scrapy.settings import Settings
 
 from crawler.backpressure import Backpressure
-from rag_core import metrics
+from rag_app import metrics
+from rag_app.runner import free_port
 from rag_core.ids import item_key
 from rag_core.items import item_file_name
-from rag_core.runner import free_port
 from rag_core.stores import duckdb_store as store
 from tests.helpers import settings_for, write_page
 

@@ -25,10 +25,11 @@ import dagster as dg
 import duckdb
 import pytest
 
+from rag_app.instance import open_instance
+from rag_app.runner import free_port
+from rag_core.constants import EMBEDDINGS_ASSET, INGEST_JOB
 from rag_core.ids import item_key
-from rag_core.instance import open_instance
 from rag_core.items import scan_item_files
-from rag_core.runner import free_port
 from rag_core.stores import duckdb_store as store
 from tests.helpers import start_static_site
 from tests.test_e2e_daemon import table
@@ -47,7 +48,7 @@ def rag_run(data: Path, site: str, **env: str) -> dict:
     full_env.update(DATA_DIR=str(data), DUCKDB_PATH=str(data / "rag.duckdb"), **env)
     full_env.setdefault("RUN_TIMEOUT_SECONDS", "1100")
     proc = subprocess.run(
-        [sys.executable, "-m", "rag_core.cli", "run", "--start-url", site,
+        [sys.executable, "-m", "rag_app.cli", "run", "--start-url", site,
          "--json-summary", str(summary_file)],
         env=full_env, capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
@@ -88,7 +89,7 @@ class WaitingSampler(threading.Thread):
                 instance = open_instance(self.data / "dagster_home")
             if instance is not None:
                 files = {key for key, _ in scan_item_files(self.data / "raw")}
-                done = instance.get_materialized_partitions(dg.AssetKey("embeddings"))
+                done = instance.get_materialized_partitions(dg.AssetKey(EMBEDDINGS_ASSET))
                 self.samples.append(len(files - set(done)))
             time.sleep(0.3)
         if instance is not None:
@@ -320,6 +321,6 @@ def test_high_priority_pages_get_their_vectors_first(tmp_path):
         tags = [
             r.dagster_run.tags.get("dagster/priority")
             for r in instance.get_run_records()
-            if r.dagster_run.job_name == "ingest_items"
+            if r.dagster_run.job_name == INGEST_JOB
         ]
     assert "50" in tags and "-10" in tags, tags

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from rag_core import priority
+from rag_core.constants import BATCH_ITEMS_TAG, ITEMS_PARTITIONS
 from rag_core.settings import SettingsError
 from sensors.raw_item_files import build_raw_item_files_sensor
 from sensors.testing import raw_item_files_context
@@ -207,17 +208,17 @@ def test_sensor_puts_the_highest_priority_items_in_the_next_run(instance, tmp_pa
     result = sensor(context)
     assert len(result.run_requests) == 1
     request = result.run_requests[0]
-    order = instance.get_dynamic_partitions("items")
+    order = instance.get_dynamic_partitions(ITEMS_PARTITIONS)
     start = order.index(request.tags["dagster/asset_partition_range_start"])
     end = order.index(request.tags["dagster/asset_partition_range_end"])
     # The run's range holds exactly the high-priority items, although they came last.
     assert set(order[start : end + 1]) == set(highs)
     assert request.tags["dagster/priority"] == "50"
-    assert request.tags["rag/batch_items"] == "3"
+    assert request.tags[BATCH_ITEMS_TAG] == "3"
     # The next tick (no run in flight) takes the low-priority ones.
     context = raw_item_files_context(instance, raw, cursor=result.cursor)
     second = sensor(context).run_requests[0]
-    order = instance.get_dynamic_partitions("items")
+    order = instance.get_dynamic_partitions(ITEMS_PARTITIONS)
     start = order.index(second.tags["dagster/asset_partition_range_start"])
     end = order.index(second.tags["dagster/asset_partition_range_end"])
     assert set(order[start : end + 1]) == set(lows)
@@ -232,4 +233,4 @@ def test_sensor_without_priorities_adds_no_tag(instance, tmp_path: Path) -> None
     context = raw_item_files_context(instance, raw)
     request = build_raw_item_files_sensor("streaming")(context).run_requests[0]
     assert "dagster/priority" not in request.tags
-    assert request.tags["rag/batch_items"] == "3"
+    assert request.tags[BATCH_ITEMS_TAG] == "3"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rag_core.instance import open_instance
+from rag_app.instance import open_instance
+from rag_core.constants import ITEMS_PARTITIONS
 from tests.helpers import build_site
 from tests.test_e2e_daemon import rag, rag_run, table
 
@@ -23,7 +24,7 @@ def site(tmp_path, local_site):
 
 def stores(data):
     with open_instance(data / "dagster_home") as instance:
-        partitions = sorted(instance.get_dynamic_partitions("items"))
+        partitions = sorted(instance.get_dynamic_partitions(ITEMS_PARTITIONS))
     return {
         "files": sorted(p.name for p in (data / "raw").glob("item_*.json")),
         "partitions": partitions,

@@ -39,7 +39,7 @@ PAGES = {
 }
 SEARCH = (
     "import json, sys\n"
-    "from rag_core.cli import main\n"
+    "from rag_app.cli import main\n"
     "code = main(['search', sys.argv[1], '-k', '2', '--json'])\n"
     "print('TORCH_LOADED', 'torch' in sys.modules, 'dagster' in sys.modules)\n"
     "sys.exit(code)\n"
@@ -112,7 +112,7 @@ def test_search_uses_the_warm_server_a_session_announced(data):
     state_file = state_path(data.data_dir)
     token = new_token()
     server = subprocess.Popen(
-        [sys.executable, "-m", "rag_core.embedding_server", "--state-file", str(state_file)],
+        [sys.executable, "-m", "rag_app.embedding_server", "--state-file", str(state_file)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         env={**os.environ, TOKEN_ENV: token},
     )  # fmt: skip

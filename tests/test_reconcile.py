@@ -6,9 +6,10 @@ from __future__ import annotations
 import duckdb
 import pytest
 
+from rag_app.status import recent_errors
 from rag_core import reconcile, stores
+from rag_core.constants import BATCH_ITEMS_TAG
 from rag_core.embedders import SentenceTransformersEmbedder
-from rag_core.status import recent_errors
 from resources.embedder import EmbedderResource
 from tests.helpers import evaluate_sensor, run_request, write_page
 
@@ -53,7 +54,7 @@ def test_a_failed_batch_is_completed_later_without_a_recrawl(instance, settings)
     # `rag run` asks for a reconciliation at start; the fault is gone.
     reconcile.request_reconcile(raw)
     again = evaluate_sensor(instance, raw, idle.cursor)
-    assert [r.tags["rag/batch_items"] for r in again.run_requests] == ["3"]
+    assert [r.tags[BATCH_ITEMS_TAG] for r in again.run_requests] == ["3"]
     assert run_request(instance, settings, again.run_requests[0]).success
     assert count(settings, "SELECT count(DISTINCT item_id) FROM embeddings") == 3
     assert count(settings, "SELECT count(*) FROM ingested_files WHERE state = 'stored'") == 3

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from rag_app.instance import open_instance
+from rag_core.constants import ITEMS_PARTITIONS
 from rag_core.ids import item_key
-from rag_core.instance import open_instance
 from rag_core.items import item_file_name
 from tests.helpers import build_site
 from tests.test_e2e_daemon import rag_run, table
@@ -63,7 +64,7 @@ def test_recrawl_updates_removes_and_adds_exactly_what_changed(tmp_path, site):
         assert table(data, f"SELECT count(*) FROM {name} WHERE item_id = '{deleted}'") == [(0,)]
     assert not (data / "raw" / item_file_name(deleted)).exists()
     with open_instance(data / "dagster_home") as instance:
-        partitions = set(instance.get_dynamic_partitions("items"))
+        partitions = set(instance.get_dynamic_partitions(ITEMS_PARTITIONS))
     assert deleted not in partitions and added in partitions
     # The rest is untouched: same chunks, same vectors, and none of them re-embedded.
     unchanged = set(before["docs"]) - {edited, deleted}

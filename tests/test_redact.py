@@ -77,7 +77,7 @@ def test_graph_sink_errors_name_the_server_but_not_the_password():
 
 
 def test_the_dagster_ui_binds_to_loopback_by_default():
-    from rag_core.cli import build_parser
+    from rag_app.cli import build_parser
     from rag_core.settings import PROJECT_ROOT
 
     args = build_parser().parse_args(["dev"])

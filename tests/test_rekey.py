@@ -6,12 +6,13 @@ import json
 
 import dagster as dg
 
+from rag_app.status import legacy_warning
 from rag_assets.prune import build_removed_pages
 from rag_core import prune
+from rag_core.constants import INGEST_JOB, ITEMS_PARTITIONS, PRUNE_JOB
 from rag_core.ids import canonical_url, is_legacy_key, item_key, legacy_item_key
 from rag_core.items import CrawledItem, item_file_name, write_item_atomically
 from rag_core.rekey import legacy_keys, rekey_item_files
-from rag_core.status import legacy_warning
 from rag_core.stores import duckdb_store as store
 from sensors.raw_item_files import build_raw_item_files_sensor
 from sensors.testing import raw_item_files_context
@@ -45,11 +46,11 @@ def tick(instance, raw, cursor):
 
 def run_job_request(instance, settings, request) -> None:
     """Carry out a run request of the sensor in-process, as the daemon would launch it."""
-    if request.job_name == "prune_removed_pages":
+    if request.job_name == PRUNE_JOB:
         pruner = build_removed_pages(False)
         result = run_request(instance, settings, request, assets=[pruner], selection=[pruner.key])
     else:
-        assert request.job_name == "ingest_items"
+        assert request.job_name == INGEST_JOB
         result = run_request(instance, settings, request)
     assert result.success
 
@@ -74,7 +75,7 @@ def test_legacy_folder_is_rekeyed_from_its_item_files_and_nothing_is_orphaned(tm
     with dg.instance_for_test() as instance:
         # Before: the old scheme still works (listed, registered, ingested under its keys).
         first = tick(instance, raw, None)
-        assert set(instance.get_dynamic_partitions("items")) == {*old_keys, broken}
+        assert set(instance.get_dynamic_partitions(ITEMS_PARTITIONS)) == {*old_keys, broken}
         run_job_request(instance, settings, first.run_requests[0])
         assert item_ids(settings)["embeddings"] == set(old_keys)
         assert "16-hex" in (legacy_warning(raw) or "")
@@ -96,13 +97,13 @@ def test_legacy_folder_is_rekeyed_from_its_item_files_and_nothing_is_orphaned(tm
 
         # The sensor removes the old keys first (prune run), then ingests the new ones.
         second = tick(instance, raw, first.cursor)
-        assert [r.job_name for r in second.run_requests] == ["prune_removed_pages"]
+        assert [r.job_name for r in second.run_requests] == [PRUNE_JOB]
         run_job_request(instance, settings, second.run_requests[0])
         third = tick(instance, raw, second.cursor)
-        assert [r.job_name for r in third.run_requests] == ["ingest_items"]
+        assert [r.job_name for r in third.run_requests] == [INGEST_JOB]
         run_job_request(instance, settings, third.run_requests[0])
 
-        assert set(instance.get_dynamic_partitions("items")) == {*new_keys, broken}
+        assert set(instance.get_dynamic_partitions(ITEMS_PARTITIONS)) == {*new_keys, broken}
         assert prune.read_removals(raw) == {}
     ids = item_ids(settings)
     for table in store.ITEM_TABLES:

@@ -11,8 +11,9 @@ import dagster as dg
 import pytest
 from dagster._core.storage.dagster_run import DagsterRun
 
-from rag_core.instance import open_instance
-from rag_core.runner import Progress, Reporter, RunFailedError, _failed_runs, fail_orphaned_runs
+from rag_app.instance import open_instance
+from rag_app.runner import Progress, Reporter, RunFailedError, _failed_runs, fail_orphaned_runs
+from rag_core.constants import INGEST_JOB
 
 
 @pytest.mark.dagster
@@ -21,10 +22,10 @@ def test_runs_left_in_flight_by_a_dead_session_are_failed(tmp_path):
     home.mkdir()
     with open_instance(home) as instance:
         started = DagsterRun(
-            job_name="ingest_items", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED
+            job_name=INGEST_JOB, run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED
         )
         done = DagsterRun(
-            job_name="ingest_items", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.SUCCESS
+            job_name=INGEST_JOB, run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.SUCCESS
         )
         instance.run_storage.add_run(started)
         instance.run_storage.add_run(done)
@@ -85,7 +86,7 @@ def test_progress_prints_a_plain_line_per_change_when_not_a_terminal(tmp_path):
 def test_a_stopped_session_leaves_no_heartbeat_behind(tmp_path):
     from dagster._daemon.types import DaemonHeartbeat
 
-    from rag_core.runner import forget_daemon
+    from rag_app.runner import forget_daemon
 
     home = tmp_path / "home"
     home.mkdir()
@@ -98,7 +99,7 @@ def test_a_stopped_session_leaves_no_heartbeat_behind(tmp_path):
 def test_summary_ends_with_a_search_on_the_ingested_site_and_the_ui_command(tmp_path):
     import shlex
 
-    from rag_core.runner import next_commands
+    from rag_app.runner import next_commands
     from rag_core.stores import duckdb_store as store
     from tests.helpers import settings_for
 

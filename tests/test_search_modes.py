@@ -9,8 +9,8 @@ import dataclasses
 import numpy as np
 import pytest
 
+from rag_app.search import SearchError, dedupe, fuse, search
 from rag_core.fingerprint import settings_fingerprint
-from rag_core.search import SearchError, dedupe, fuse, search
 from rag_core.stores import duckdb_store as store
 from tests.helpers import settings_for
 
@@ -149,7 +149,7 @@ def test_filters_by_url_prefix_and_title(setup):
 
 
 def test_keyword_index_is_rebuilt_when_chunks_change(setup, monkeypatch):
-    from rag_core import search as search_module
+    from rag_app import search as search_module
 
     settings, embedder = setup
     assert not search(settings, "kubernetes", 3, embedder, mode="keyword")

@@ -8,7 +8,8 @@ import uuid
 import dagster as dg
 from dagster._core.storage.dagster_run import DagsterRun
 
-from rag_core.batches import MANIFEST_TAG, read_manifest
+from rag_core.batches import read_manifest
+from rag_core.constants import BATCH_ITEMS_TAG, INGEST_JOB, ITEMS_PARTITIONS, LANE_TAG, MANIFEST_TAG
 from sensors.raw_item_files import build_raw_item_files_sensor
 from tests.helpers import evaluate_sensor, write_page
 
@@ -20,7 +21,7 @@ RANGE_END = "dagster/asset_partition_range_end"
 
 def add_run(instance, status, lane="ingest"):
     run = DagsterRun(
-        job_name="ingest_items", run_id=str(uuid.uuid4()), status=status, tags={"rag/lane": lane}
+        job_name=INGEST_JOB, run_id=str(uuid.uuid4()), status=status, tags={LANE_TAG: lane}
     )
     instance.run_storage.add_run(run)
     return run
@@ -38,14 +39,14 @@ def test_new_files_become_partitions_and_one_range_run(instance, tmp_path):
     (raw / ".tmp_abc.json").write_text("{}")  # a write in progress is not an item
     (raw / "notes.txt").write_text("ignored")
     result = evaluate_sensor(instance, raw)
-    assert sorted(instance.get_dynamic_partitions("items")) == sorted(keys)
+    assert sorted(instance.get_dynamic_partitions(ITEMS_PARTITIONS)) == sorted(keys)
     assert len(result.run_requests) == 1
     request = result.run_requests[0]
-    order = instance.get_dynamic_partitions("items")
+    order = instance.get_dynamic_partitions(ITEMS_PARTITIONS)
     assert request.tags[RANGE_START] == order[0]
     assert request.tags[RANGE_END] == order[-1]
-    assert request.tags["rag/batch_items"] == "5"
-    assert request.job_name == "ingest_items"
+    assert request.tags[BATCH_ITEMS_TAG] == "5"
+    assert request.job_name == INGEST_JOB
     # The next tick finds nothing new.
     again = evaluate_sensor(instance, raw, result.cursor)
     assert not again.run_requests
@@ -60,7 +61,7 @@ def test_items_wait_while_a_run_is_in_flight_then_go_in_one_batch(instance, tmp_
     later = [write_page(raw, f"http://site.test/b{i}", f"B{i}", "<p>b</p>") for i in range(3)]
     waiting = evaluate_sensor(instance, raw, first.cursor)
     assert not waiting.run_requests
-    assert set(later) <= set(instance.get_dynamic_partitions("items"))
+    assert set(later) <= set(instance.get_dynamic_partitions(ITEMS_PARTITIONS))
     assert json.loads(waiting.cursor)["pending"] == later
     more = write_page(raw, "http://site.test/c", "C", "<p>c</p>")
     still = evaluate_sensor(instance, raw, waiting.cursor)
@@ -69,8 +70,8 @@ def test_items_wait_while_a_run_is_in_flight_then_go_in_one_batch(instance, tmp_
     go = evaluate_sensor(instance, raw, still.cursor)
     assert len(go.run_requests) == 1
     tags = go.run_requests[0].tags
-    assert tags["rag/batch_items"] == "4"
-    order = instance.get_dynamic_partitions("items")
+    assert tags[BATCH_ITEMS_TAG] == "4"
+    order = instance.get_dynamic_partitions(ITEMS_PARTITIONS)
     assert (tags[RANGE_START], tags[RANGE_END]) == (later[0], more)
     assert order.index(later[0]) < order.index(more)
 
@@ -95,12 +96,12 @@ def test_ten_thousand_files_give_capped_runs(instance, tmp_path):
         (raw / f"item_{i:016x}.json").write_text("{}")
     result = evaluate_sensor(instance, raw)
     # A cold start: a small first batch, so the first vectors are stored within seconds...
-    assert [r.tags["rag/batch_items"] for r in result.run_requests] == ["8"]
-    assert len(instance.get_dynamic_partitions("items")) == 10_000
+    assert [r.tags[BATCH_ITEMS_TAG] for r in result.run_requests] == ["8"]
+    assert len(instance.get_dynamic_partitions(ITEMS_PARTITIONS)) == 10_000
     # ...and the rest in runs of MAX_BATCH_ITEMS (1000 by default): bounded memory per run.
     rest = evaluate_sensor(instance, raw, result.cursor)
-    assert [r.tags["rag/batch_items"] for r in rest.run_requests] == ["1000"]
-    order = instance.get_dynamic_partitions("items")
+    assert [r.tags[BATCH_ITEMS_TAG] for r in rest.run_requests] == ["1000"]
+    order = instance.get_dynamic_partitions(ITEMS_PARTITIONS)
     assert rest.run_requests[0].tags[RANGE_START] == order[8]
     assert rest.run_requests[0].tags[RANGE_END] == order[1007]
 
@@ -112,24 +113,24 @@ def test_batch_mode_waits_for_the_crawl_then_takes_everything(instance, tmp_path
     waiting = evaluate_sensor(instance, raw, sensor=batch_sensor)
     assert not waiting.run_requests
     assert "crawl to finish" in waiting.skip_reason.skip_message
-    assert set(keys) == set(instance.get_dynamic_partitions("items"))
+    assert set(keys) == set(instance.get_dynamic_partitions(ITEMS_PARTITIONS))
     instance.report_run_failed(crawl)
     go = evaluate_sensor(instance, raw, waiting.cursor, sensor=batch_sensor)
-    assert [r.tags["rag/batch_items"] for r in go.run_requests] == ["3"]
+    assert [r.tags[BATCH_ITEMS_TAG] for r in go.run_requests] == ["3"]
     # Batch mode has no cold-start cap: everything after the crawl goes in one run.
     many = [write_page(raw, f"http://site.test/m{i}", f"M{i}", "<p>m</p>") for i in range(20)]
     crawl2 = add_run(instance, dg.DagsterRunStatus.STARTED, lane="crawl")
     held = evaluate_sensor(instance, raw, go.cursor, sensor=batch_sensor)
     instance.report_run_failed(crawl2)
     final = evaluate_sensor(instance, raw, held.cursor, sensor=batch_sensor)
-    assert [r.tags["rag/batch_items"] for r in final.run_requests] == [str(len(many))]
+    assert [r.tags[BATCH_ITEMS_TAG] for r in final.run_requests] == [str(len(many))]
 
 
 def test_rewritten_file_is_requested_again_in_a_fixed_order(instance, tmp_path):
     raw = tmp_path / "raw"
     keys = [write_page(raw, f"http://site.test/p{i}", f"P{i}", "<p>x</p>") for i in range(4)]
     first = evaluate_sensor(instance, raw)
-    assert first.run_requests[0].tags["rag/batch_items"] == "4"
+    assert first.run_requests[0].tags[BATCH_ITEMS_TAG] == "4"
     # Nothing rewritten: the next tick requests nothing (unchanged pages cost no run).
     idle = evaluate_sensor(instance, raw, first.cursor)
     assert not idle.run_requests
@@ -140,7 +141,7 @@ def test_rewritten_file_is_requested_again_in_a_fixed_order(instance, tmp_path):
     tags = changed.run_requests[0].tags
     # The order never changes (a retried run resolves the same range); the range spans the
     # changed page to the new one and the run's manifest names exactly the two.
-    assert instance.get_dynamic_partitions("items") == [*keys, added]
+    assert instance.get_dynamic_partitions(ITEMS_PARTITIONS) == [*keys, added]
     assert (tags[RANGE_START], tags[RANGE_END]) == (keys[1], added)
-    assert tags["rag/batch_items"] == "2"
+    assert tags[BATCH_ITEMS_TAG] == "2"
     assert read_manifest(raw, tags[MANIFEST_TAG]) == [keys[1], added]

@@ -11,6 +11,7 @@ import pytest
 from dagster._core.storage.dagster_run import DagsterRun
 
 from rag_core import prune
+from rag_core.constants import BATCH_ITEMS_TAG, INGEST_JOB, ITEMS_PARTITIONS, LANE_TAG, PRUNE_JOB
 from resources.raw_items import RawItemStore
 from sensors.raw_item_files import PRUNE_BACKOFF_S, build_raw_item_files_sensor
 from sensors.testing import raw_item_files_context
@@ -41,21 +42,21 @@ def test_a_file_renamed_in_during_a_slow_scan_is_not_skipped(instance, tmp_path)
         write_page(raw, f"http://site.test/p{i}", f"P{i}", "<p>x</p>")
     context = raw_item_files_context(instance, raw, raw_store=SlowScanStore(raw_dir=str(raw)))
     first = raw_item_files(context)
-    first_keys = set(instance.get_dynamic_partitions("items"))
-    assert first.run_requests[0].tags["rag/batch_items"] == "3" and len(first_keys) == 3
+    first_keys = set(instance.get_dynamic_partitions(ITEMS_PARTITIONS))
+    assert first.run_requests[0].tags[BATCH_ITEMS_TAG] == "3" and len(first_keys) == 3
     late = next(k for k, _ in RawItemStore(raw_dir=str(raw)).scan() if k not in first_keys)
     # The next (normal) tick must find the late file.
     later = evaluate_sensor(instance, raw, first.cursor)
-    assert late in instance.get_dynamic_partitions("items")
-    assert later.run_requests and later.run_requests[0].tags["rag/batch_items"] == "1"
+    assert late in instance.get_dynamic_partitions(ITEMS_PARTITIONS)
+    assert later.run_requests and later.run_requests[0].tags[BATCH_ITEMS_TAG] == "1"
 
 
 def add_prune_run(inst, status):
     run = DagsterRun(
-        job_name="prune_removed_pages",
+        job_name=PRUNE_JOB,
         run_id=str(uuid.uuid4()),
         status=status,
-        tags={"rag/lane": "ingest"},
+        tags={LANE_TAG: "ingest"},
     )
     inst.run_storage.add_run(run)
     return run
@@ -67,11 +68,11 @@ def test_a_failing_prune_backs_off_and_ingestion_goes_on(instance, tmp_path):
     write_page(raw, "http://site.test/a", "A", "<p>a</p>")
     prune.add_removals(raw, {"0123456789abcdef": "gone"})
     asked = evaluate_sensor(instance, raw, first.cursor)
-    assert [r.job_name for r in asked.run_requests] == ["prune_removed_pages"]
+    assert [r.job_name for r in asked.run_requests] == [PRUNE_JOB]
     # The prune run fails (graph server down): the next ticks ingest, they do not re-prune.
     add_prune_run(instance, dg.DagsterRunStatus.FAILURE)
     tick = evaluate_sensor(instance, raw, asked.cursor)
-    assert [r.job_name for r in tick.run_requests] == ["ingest_items"]
+    assert [r.job_name for r in tick.run_requests] == [INGEST_JOB]
     idle = evaluate_sensor(instance, raw, tick.cursor)
     assert not idle.run_requests and "after a failed prune" in idle.skip_reason.skip_message
 
@@ -85,7 +86,7 @@ def test_the_prune_is_retried_after_the_backoff(instance, tmp_path, monkeypatch)
     now = time.time()
     monkeypatch.setattr(time, "time", lambda: now + PRUNE_BACKOFF_S + 1)
     requests = evaluate_sensor(instance, raw).run_requests
-    assert [r.job_name for r in requests] == ["prune_removed_pages"]
+    assert [r.job_name for r in requests] == [PRUNE_JOB]
     # Two failures in a row: the wait doubles.
     add_prune_run(instance, dg.DagsterRunStatus.FAILURE)
     assert not evaluate_sensor(instance, raw).run_requests
@@ -100,7 +101,7 @@ def test_batches_are_capped_by_items_and_bytes(instance, tmp_path):
     for _ in range(4):
         result = evaluate_sensor(instance, raw, cursor, sensor=capped)
         cursor = result.cursor
-        sizes += [int(r.tags["rag/batch_items"]) for r in result.run_requests]
+        sizes += [int(r.tags[BATCH_ITEMS_TAG]) for r in result.run_requests]
     # Batch mode still takes everything, in runs of at most MAX_BATCH_ITEMS.
     assert sizes == [10, 10, 5]
     big = build_raw_item_files_sensor("batch", max_items=100, max_bytes=3 * 1024)
@@ -109,7 +110,7 @@ def test_batches_are_capped_by_items_and_bytes(instance, tmp_path):
         write_page(raw2, f"http://big.test/p{i}", f"B{i}", "<p>" + "y" * 1500 + "</p>")
     with dg.instance_for_test() as other:
         first = evaluate_sensor(other, raw2, sensor=big)
-        assert first.run_requests[0].tags["rag/batch_items"] == "1"  # ~1.8 kB each, 3 kB cap
+        assert first.run_requests[0].tags[BATCH_ITEMS_TAG] == "1"  # ~1.8 kB each, 3 kB cap
 
 
 @pytest.mark.unit

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from rag_core.evaluation import ChunkingOptions, build_index
-from rag_core.search import embedder_for
+from rag_app.evaluation import ChunkingOptions, build_index
+from rag_app.search import embedder_for
 from rag_core.settings import PROJECT_ROOT
 from tests.helpers import free_port, settings_for
 
@@ -52,7 +52,7 @@ def server(tmp_path_factory):
     env = dict(os.environ, DATA_DIR=str(tmp), DUCKDB_PATH=str(settings.duckdb_path))
     env.pop("EMBEDDING_SERVER_URL", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rag_core.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "rag_app.cli", "serve", "--port", str(port)],
         env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

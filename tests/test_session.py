@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from rag_core.runner import free_port
-from rag_core.session import SessionLock, SessionLockedError, session_processes
+from rag_app.runner import free_port
+from rag_app.session import SessionLock, SessionLockedError, session_processes
 from rag_core.settings import PROJECT_ROOT
 from tests.helpers import static_site
 
@@ -80,7 +80,7 @@ def test_a_second_session_on_the_folder_fails_at_once_naming_the_holder(tmp_path
 
 SESSION_SCRIPT = """
 import os, subprocess, sys, time
-from rag_core.session import SESSION_ENV, SessionLock
+from rag_app.session import SESSION_ENV, SessionLock
 lock = SessionLock(sys.argv[1], "rag run").acquire()
 env = {**os.environ, SESSION_ENV: lock.session_id}
 # A service in a session of its own, as the daemon and the embedding server are.
@@ -148,7 +148,7 @@ def start_rag_run(data: Path, tag: str, start_url: str, **env: str) -> subproces
         **env,
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "rag_core.cli", "run"],
+        [sys.executable, "-m", "rag_app.cli", "run"],
         cwd=PROJECT_ROOT,
         env=full,
         stdout=subprocess.PIPE,
@@ -246,7 +246,7 @@ def test_sigkill_orphans_are_reaped_and_a_run_with_credentials_completes_leaking
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER")}
     env.update(DATA_DIR=str(data), DUCKDB_PATH=str(data / "rag.duckdb"), START_URLS=url)
     status = subprocess.run(
-        [sys.executable, "-m", "rag_core.cli", "status", "--json", "--errors"],
+        [sys.executable, "-m", "rag_app.cli", "status", "--json", "--errors"],
         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert status.returncode == 0, status.stderr

@@ -65,7 +65,7 @@ MARKERS = {
     # The code server starts each run in a multiprocessing child (the run worker).
     "worker": "spawn_main(",
     "daemon": "dagster-daemon",
-    "embedding_server": "rag_core.embedding_server",
+    "embedding_server": "rag_app.embedding_server",
     "crawl": "-m crawler",
 }
 
@@ -121,7 +121,7 @@ def test_faults_then_one_clean_run_equal_a_clean_run(site, reference, tmp_path, 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER")}
     env.update(DATA_DIR=str(data), DUCKDB_PATH=str(data / "rag.duckdb"), **ENV)
     faulty = subprocess.Popen(
-        [sys.executable, "-m", "rag_core.cli", "run", "--start-url", url],
+        [sys.executable, "-m", "rag_app.cli", "run", "--start-url", url],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     log: list[str] = []

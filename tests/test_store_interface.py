@@ -320,7 +320,7 @@ def test_the_readmes_schema_table_lists_the_declared_columns():
 def test_a_registered_store_serves_every_caller_of_its_path(tmp_path):
     """The seam a second implementation plugs into: status, search and the resource all get
     the registered store for DUCKDB_PATH (here the in-memory one; no file is created)."""
-    from rag_core.status import index_coverage, table_counts
+    from rag_app.status import index_coverage, table_counts
     from resources.duckdb_store import DuckDBStore
 
     path = tmp_path / "lake" / "rag.duckdb"

@@ -21,7 +21,8 @@ import duckdb
 import psutil
 import pytest
 
-from rag_core.instance import open_instance
+from rag_app.instance import open_instance
+from rag_core.constants import ITEMS_PARTITIONS
 from tests.helpers import free_port, materialize_range, paragraphs, settings_for, write_page
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,8 +165,9 @@ def ingested(tmp_path_factory):
     with open_instance(home) as instance:
         result = materialize_range(instance, settings, keys)
         assert result.success
-        instance.add_dynamic_partitions("items", [pending])  # registered, never materialised
-        registered = instance.get_dynamic_partitions("items")
+        # Registered, never materialised.
+        instance.add_dynamic_partitions(ITEMS_PARTITIONS, [pending])
+        registered = instance.get_dynamic_partitions(ITEMS_PARTITIONS)
     assert registered == [*keys, pending]
     return settings, keys, pending, result.run_id
 
@@ -238,7 +240,7 @@ def test_ui_graphql_shows_lineage_partitions_and_materialisations(ingested, webs
         assert node["isPartitioned"]
         assert node["partitionDefinition"]["type"] == "DYNAMIC"
         assert node["partitionDefinition"]["dimensionTypes"] == [
-            {"type": "DYNAMIC", "dynamicPartitionsDefinitionName": "items"}
+            {"type": "DYNAMIC", "dynamicPartitionsDefinitionName": ITEMS_PARTITIONS}
         ]
 
     # The item partitions, in registration order, and their status per asset.

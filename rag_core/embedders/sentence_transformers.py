@@ -2,7 +2,8 @@
 
 torch and sentence-transformers are imported only inside ``load_model``: every
 Dagster process (daemon, code server, sensor ticks, UI) imports the definitions,
-and those imports cost ~6 s and ~400 MB each (docs/architecture.md).
+and those imports cost ~6 s and ~400 MB each (docs/architecture.md, *Decisions and the
+facts behind them*).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The warm embedding server's client: an Embedder that sends texts to the server
-(rag_core.embedding_server) and falls back to its local twin when the server is gone.
+(rag_app.embedding_server) and falls back to its local twin when the server is gone.
 
 The server is an accelerator, not a dependency: every Dagster run is a new process, and
 loading torch and the model costs ~7 s per run, so ``rag run`` starts one server and runs

@@ -10,9 +10,9 @@ from rag_core.settings import SettingsError, apply_overrides, env_example, load_
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from rag_app.runner import Reporter, RunFailedError, next_commands, run_pipeline
+    from rag_app.session import SessionInterruptedError
     from rag_core.redact import mask_secrets
-    from rag_core.runner import Reporter, RunFailedError, next_commands, run_pipeline
-    from rag_core.session import SessionInterruptedError
 
     overrides = {}
     if args.mode:
@@ -67,8 +67,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_dev(args: argparse.Namespace) -> int:
     import subprocess
 
-    from rag_core.metrics import metrics_exporter
-    from rag_core.runner import (
+    from rag_app.metrics import metrics_exporter
+    from rag_app.runner import (
         BIN,
         RunFailedError,
         prepare_instance,
@@ -76,7 +76,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
         start_embedding_server,
         wait_for_embedding_server,
     )
-    from rag_core.session import SessionInterruptedError
+    from rag_app.session import SessionInterruptedError
     from rag_core.settings import PROJECT_ROOT, TOKEN_ENV, child_environment, new_token
 
     settings = load_settings()
@@ -118,9 +118,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from rag_core.fingerprint import settings_fingerprint
-    from rag_core.redact import mask_value
-    from rag_core.status import (
+    from rag_app.status import (
         crawl_refusals,
         dagster_status,
         describe_coverage,
@@ -130,6 +128,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         recent_errors,
         store_counts,
     )
+    from rag_core.fingerprint import settings_fingerprint
+    from rag_core.redact import mask_value
 
     settings = load_settings()
     counts = store_counts(settings.raw_dir, settings.duckdb_path)
@@ -197,7 +197,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     # OpenBLAS's thread pool only adds start-up and contention (0.01 s against 0.4-1 s measured
     # on a busy 2-core machine; bench/search_startup.py).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from rag_core.search import SearchError, graph_context, search
+    from rag_app.search import SearchError, graph_context, search
 
     settings = load_settings()
     try:
@@ -233,8 +233,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from rag_core.evaluation import QuestionFileError, evaluate, format_table, load_questions
-    from rag_core.search import MODES, SearchError
+    from rag_app.evaluation import QuestionFileError, evaluate, format_table, load_questions
+    from rag_app.search import MODES, SearchError
 
     settings = load_settings()
     try:
@@ -256,15 +256,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from rag_core.serve import serve
+    from rag_app.serve import serve
 
     return serve(load_settings(), args.host, args.port)
 
 
 def _print_reindex_note(settings) -> None:
     """While a re-index is under way, say which pages search serves."""
+    from rag_app.status import describe_coverage, index_coverage, item_keys_on_disk
     from rag_core.fingerprint import settings_fingerprint
-    from rag_core.status import describe_coverage, index_coverage, item_keys_on_disk
 
     files = len(item_keys_on_disk(settings.raw_dir))
     coverage = index_coverage(settings.duckdb_path, settings_fingerprint(settings), files)
@@ -287,6 +287,19 @@ def _print_graph(context: dict | None) -> None:
 
 def _cmd_env_example(args: argparse.Namespace) -> int:
     sys.stdout.write(env_example())
+    return 0
+
+
+def _cmd_settings_table(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rag_core.settings import settings_table, with_settings_table
+
+    if not args.readme:
+        sys.stdout.write(settings_table())
+        return 0
+    readme = Path(args.readme)
+    readme.write_text(with_settings_table(readme.read_text()))
     return 0
 
 
@@ -363,6 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(func=_cmd_dev)
     env = sub.add_parser("env-example", help="print every setting with its default")
     env.set_defaults(func=_cmd_env_example)
+    table = sub.add_parser(
+        "settings-table", help="print the README's settings table (markdown) from the declarations"
+    )
+    table.add_argument(
+        "--readme", metavar="PATH", help="rewrite the table between the markers in this file"
+    )
+    table.set_defaults(func=_cmd_settings_table)
     return parser
 
 

@@ -21,23 +21,34 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rag_core.instance import open_instance
-from rag_core.items import scan_item_files
-from rag_core.metrics import metrics_exporter
-from rag_core.prune import describe_refusal, read_refusal, read_removals
-from rag_core.reconcile import request_reconcile
-from rag_core.redact import mask_secrets
-from rag_core.rekey import rekey_item_files
-from rag_core.server_state import state_path
-from rag_core.session import (
+from rag_app.instance import open_instance
+from rag_app.metrics import metrics_exporter
+from rag_app.session import (
     SESSION_ENV,
     SessionLock,
     SessionLockedError,
     signals_raise,
     stop_session_processes,
 )
+from rag_app.status import store_counts
+from rag_core.constants import (
+    CRAWL_JOB,
+    EMBEDDED_METADATA,
+    EMBEDDINGS_ASSET,
+    FIRST_STORED_AT_METADATA,
+    IN_FLIGHT_STATUSES,
+    INGEST_JOB,
+    LANE_INGEST,
+    LANE_TAG,
+    REUSED_METADATA,
+)
+from rag_core.items import scan_item_files
+from rag_core.prune import describe_refusal, read_refusal, read_removals
+from rag_core.reconcile import request_reconcile
+from rag_core.redact import mask_secrets
+from rag_core.rekey import rekey_item_files
+from rag_core.server_state import state_path
 from rag_core.settings import PROJECT_ROOT, TOKEN_ENV, Settings, child_environment, new_token
-from rag_core.status import store_counts
 
 BIN = Path(sys.executable).parent
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
@@ -90,10 +101,9 @@ def fail_orphaned_runs(home: Path, heartbeat_age_s: float = 60.0) -> list[str]:
         stale = instance.get_run_records(
             filters=dg.RunsFilter(
                 statuses=[
-                    dg.DagsterRunStatus.NOT_STARTED,
-                    dg.DagsterRunStatus.STARTING,
-                    dg.DagsterRunStatus.STARTED,
-                    dg.DagsterRunStatus.CANCELING,
+                    dg.DagsterRunStatus(status)
+                    for status in IN_FLIGHT_STATUSES
+                    if status != "QUEUED"  # no process yet: the new daemon launches it
                 ]
             )
         )
@@ -218,7 +228,7 @@ def start_embedding_server(settings: Settings, services: Services, token: str) -
     services.start(
         "embedding-server",
         [
-            sys.executable, "-m", "rag_core.embedding_server", "--port", str(port),
+            sys.executable, "-m", "rag_app.embedding_server", "--port", str(port),
             "--provider", settings.embedding_provider,
             "--model", settings.embedding_model, "--dtype", settings.embedding_dtype,
             "--threads", str(settings.torch_num_threads),
@@ -252,13 +262,13 @@ def demo_site_if_needed(settings: Settings) -> Iterator[str | None]:
     if settings.start_urls:
         yield None
         return
-    from resources.scrapy_crawler import DEMO_SITE_ROOT, demo_site
+    from demo_site.serve import DEMO_SITE_ROOT, serve_demo_site
 
     if not any(DEMO_SITE_ROOT.glob("*.html")):
         raise RunFailedError(
             f"the demo site is missing: run `python -m demo_site.generate --out {DEMO_SITE_ROOT}`"
         )
-    with demo_site(settings.demo_site_port) as url:
+    with serve_demo_site(settings.demo_site_port) as url:
         yield url
 
 
@@ -284,8 +294,8 @@ class Progress:
 
 def reindex_note(settings: Settings, files: int) -> str:
     """"Index <fp>: n of m pages; re-index under way ..." while two fingerprints are stored."""
+    from rag_app.status import describe_coverage, index_coverage
     from rag_core.fingerprint import settings_fingerprint
-    from rag_core.status import describe_coverage, index_coverage
 
     coverage = index_coverage(settings.duckdb_path, settings_fingerprint(settings), files)
     return describe_coverage(coverage) if coverage["pages_other"] else ""
@@ -345,18 +355,18 @@ def _embedding_figures(instance, run_records) -> dict:
 
     first, embedded, reused = [], 0, 0
     for record in run_records:
-        if record.dagster_run.tags.get("rag/lane") != "ingest":
+        if record.dagster_run.tags.get(LANE_TAG) != LANE_INGEST:
             continue
         for event in instance.all_logs(
             record.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
         ):
             mat = event.asset_materialization
-            if mat and mat.asset_key == dg.AssetKey("embeddings"):
+            if mat and mat.asset_key == dg.AssetKey(EMBEDDINGS_ASSET):
                 meta = {k: v.value for k, v in mat.metadata.items()}
-                if meta.get("first_stored_at"):
-                    first.append(float(meta["first_stored_at"]))
-                embedded += int(meta.get("embedded", 0))
-                reused += int(meta.get("reused", 0))
+                if meta.get(FIRST_STORED_AT_METADATA):
+                    first.append(float(meta[FIRST_STORED_AT_METADATA]))
+                embedded += int(meta.get(EMBEDDED_METADATA, 0))
+                reused += int(meta.get(REUSED_METADATA, 0))
                 break
     return {
         "first_stored_at": min(first) if first else None,
@@ -416,7 +426,7 @@ def _run(settings, home, services, reporter, wall_start, started_at) -> dict:
                 "-w",
                 "workspace.yaml",
                 "--job",
-                "crawl_site",
+                CRAWL_JOB,
                 "--run-id",
                 crawl_run_id,
             ],
@@ -486,7 +496,9 @@ def _materialized_since(instance, since_ts: float) -> set[str]:
     cursor = None
     while True:
         result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("embeddings"), after_timestamp=since_ts),
+            dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey(EMBEDDINGS_ASSET), after_timestamp=since_ts
+            ),
             limit=5000,
             cursor=cursor,
         )
@@ -500,7 +512,7 @@ def _awaiting_ingestion(settings: Settings, instance, since_ts: float) -> set[st
     """Item files written this session (or never ingested) whose embeddings are not yet stored."""
     import dagster as dg
 
-    ever = set(instance.get_materialized_partitions(dg.AssetKey("embeddings")))
+    ever = set(instance.get_materialized_partitions(dg.AssetKey(EMBEDDINGS_ASSET)))
     since_ns = since_ts * 1e9
     waiting = {
         key for key, mtime_ns in scan_item_files(settings.raw_dir)
@@ -553,7 +565,7 @@ def _watch(settings, home, crawl_run_id, started_at, wall_start, services, repor
             if time.monotonic() >= note_at:  # one more read of the store, every 5 s
                 note, note_at = reindex_note(settings, counts["files"]), time.monotonic() + 5
             reporter.sample(Progress(time.time() - wall_start, counts, len(records), note))
-            ingest = [r for r in records if r.dagster_run.tags.get("rag/lane") == "ingest"]
+            ingest = [r for r in records if r.dagster_run.tags.get(LANE_TAG) == LANE_INGEST]
             in_flight = any(r.dagster_run.status.value not in FINISHED for r in ingest)
             if crawl is not None and crawl.status.value in FINISHED and not in_flight:
                 waiting = _awaiting_ingestion(settings, instance, wall_start)
@@ -572,7 +584,7 @@ def _watch(settings, home, crawl_run_id, started_at, wall_start, services, repor
                 )
             time.sleep(1.0)
         records = _runs_since(instance, started_at)
-        ingest = [r for r in records if r.dagster_run.tags.get("rag/lane") == "ingest"]
+        ingest = [r for r in records if r.dagster_run.tags.get(LANE_TAG) == LANE_INGEST]
         figures = _embedding_figures(instance, records)
         first_embedding = figures["first_stored_at"]
         final_failures = sum(_failed_runs(ingest, time.time()), [])
@@ -593,7 +605,7 @@ def _watch(settings, home, crawl_run_id, started_at, wall_start, services, repor
         "pages": counts["files"],
         "wall_time_s": round(time.time() - wall_start, 1),
         "dagster_runs": len(records),
-        "ingestion_runs": sum(1 for r in ingest if r.dagster_run.job_name == "ingest_items"),
+        "ingestion_runs": sum(1 for r in ingest if r.dagster_run.job_name == INGEST_JOB),
         "chunks_embedded": figures["embedded"],
         "chunks_reused": figures["reused"],
         "failed_runs": len(final_failures),

@@ -210,9 +210,9 @@ def graph_context(settings: Settings, hits: list[Hit]) -> dict[str, dict]:
 
     if not settings.use_neo4j:
         raise SearchError("--graph needs the graph sink: set USE_NEO4J=true (and NEO4J_*)")
-    from rag_assets.definitions import build_graph_resource
+    from resources.graph_sink import graph_sink_from_settings
 
-    graph = build_graph_resource(settings).process_config_and_initialize()
+    graph = graph_sink_from_settings(settings).process_config_and_initialize()
     try:
         found = graph.neighbours([hit.chunk_id for hit in hits])
     except Exception as exc:  # the sink's errors name the URI, never the password

@@ -1,10 +1,10 @@
 """A warm embedding model shared by all ingestion runs: one long-lived process, local HTTP.
 
 Every Dagster run is a new process; loading torch and the model costs ~7 s per run
-(docs/architecture.md). ``rag run`` (and ``make dev``) start this server once, and the
-embedder resource sends it batches of texts (rag_core.embedders.server_client). Vectors are
-identical to in-process encoding: the server encodes with the same Embedder (provider,
-model, dtype) that a run would load itself.
+(docs/architecture.md, *Decisions and the facts behind them*). ``rag run`` (and
+``make dev``) start this server once, and the embedder resource sends it batches of texts
+(rag_core.embedders.server_client). Vectors are identical to in-process encoding: the server
+encodes with the same Embedder (provider, model, dtype) that a run would load itself.
 
 Any local process can reach a port on 127.0.0.1, so the server refuses abuse: every request
 needs the session's random token (``Authorization: Bearer``); bodies, text counts and text
@@ -31,13 +31,14 @@ import numpy as np
 from rag_core.embedders import PROVIDERS, Embedder, create_embedder
 from rag_core.embedders.sentence_transformers import DEFAULT_MODEL
 from rag_core.embedders.server_client import MAX_BODY_BYTES, MAX_TEXTS
-from rag_core.settings import TOKEN_ENV, secret
+from rag_core.settings import TOKEN_ENV, default, secret
 
 log = logging.getLogger(__name__)
 
-
-# Limits (MAX_BODY_BYTES and MAX_TEXTS are shared with the client, which splits to fit).
+# Server limits (MAX_BODY_BYTES and MAX_TEXTS are shared with the client, which splits
+# larger inputs to fit).
 MAX_TEXT_CHARS = 100_000
+DEFAULT_BATCH_SIZE = default("EMBEDDING_BATCH_SIZE")  # a request that names none
 MAX_BATCH_SIZE = 1024
 MAX_CONNECTIONS = 32  # handled at once; more are answered 503 at once
 QUEUE_SIZE = 8  # encoding jobs waiting behind the one running; more are answered 503
@@ -79,7 +80,7 @@ def parse_request(body: bytes) -> dict:
             raise BadRequestError(
                 f"texts[{index}] has {len(text)} characters; at most {MAX_TEXT_CHARS}"
             )
-    batch_size = request.get("batch_size", 64)
+    batch_size = request.get("batch_size", DEFAULT_BATCH_SIZE)
     # bool is an int in Python: refuse it explicitly.
     if isinstance(batch_size, bool) or not isinstance(batch_size, int):
         raise BadRequestError("'batch_size' must be a whole number")
@@ -292,7 +293,7 @@ def serve(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m rag_core.embedding_server``: load the model, then serve until terminated."""
+    """``python -m rag_app.embedding_server``: load the model, then serve until terminated."""
     import argparse
     import signal
 

@@ -14,7 +14,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from rag_core import search as search_mod
+from rag_app import search as search_mod
 from rag_core import stores
 from rag_core.settings import Settings
 

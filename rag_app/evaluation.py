@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from rag_app.search import MODES, search
 from rag_core.embedders import Embedder
-from rag_core.search import MODES, search
 from rag_core.settings import Settings
 
 DEPTH = 10  # MRR@10 needs the first ten pages
@@ -118,7 +118,7 @@ def evaluate(
     if any(m not in MODES for m in modes):
         raise ValueError(f"unknown mode in {modes}: use {', '.join(MODES)}")
     if embedder is None and any(m != "keyword" for m in modes):
-        from rag_core.search import embedder_for
+        from rag_app.search import embedder_for
 
         embedder = embedder_for(settings)
     results = []

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rag_app.instance import open_instance
 from rag_core import prune, stores
-from rag_core.instance import open_instance
+from rag_core.constants import EMBEDDINGS_ASSET, IN_FLIGHT_STATUSES, ITEMS_PARTITIONS
 from rag_core.items import scan_item_files
 from rag_core.redact import mask_secrets
 
@@ -87,16 +88,14 @@ def dagster_status(dagster_home: Path) -> dict:
     import dagster as dg
 
     with open_instance(dagster_home) as instance:
-        partitions = instance.get_dynamic_partitions("items")
-        done = instance.get_materialized_partitions(dg.AssetKey("embeddings"))
+        partitions = instance.get_dynamic_partitions(ITEMS_PARTITIONS)
+        done = instance.get_materialized_partitions(dg.AssetKey(EMBEDDINGS_ASSET))
         by_status: dict[str, int] = {}
         for record in instance.get_run_records(limit=10_000):
             name = record.dagster_run.status.value
             by_status[name] = by_status.get(name, 0) + 1
         latest = instance.get_run_records(limit=1)
-    in_flight = sum(
-        by_status.get(s, 0) for s in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
-    )
+    in_flight = sum(by_status.get(s, 0) for s in IN_FLIGHT_STATUSES)
     return {
         "instance": str(dagster_home),
         "partitions": len(partitions),

@@ -32,6 +32,12 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from rag_core import stores
+from rag_core.constants import (
+    BATCH_ITEMS_TAG,
+    EMBEDDED_METADATA,
+    IN_FLIGHT_STATUSES,
+    REUSED_METADATA,
+)
 from rag_core.items import scan_item_files
 from rag_core.settings import Settings
 
@@ -44,7 +50,6 @@ RUN_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 STAGES = ("raw_items", "documents", "chunks", "embeddings")
 REFUSED_PREFIX = "rag/refused_"
 STATUS_PREFIX = "downloader/response_status_count/"
-IN_FLIGHT = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
 OUTCOMES = {"SUCCESS": "success", "FAILURE": "failure", "CANCELED": "canceled"}
 # Job names go in ``dagster_job``: ``job`` is the label Prometheus gives every scrape target,
 # and an exported ``job`` would be renamed ``exported_job`` on ingestion.
@@ -109,7 +114,7 @@ class InstanceView:
         if self.instance is None:
             if not (self.home / "dagster.yaml").exists():
                 return None
-            from rag_core.instance import open_instance
+            from rag_app.instance import open_instance
 
             self.instance = open_instance(self.home)
         return self.instance
@@ -269,8 +274,8 @@ class PlatformCollector(Collector):
 
     def _instance_families(self, files: list[tuple[str, int]]):
         view = self.view
-        embedded = sum(int(m.get("embedded", 0) or 0) for m in view.embed_runs.values())
-        reused = sum(int(m.get("reused", 0) or 0) for m in view.embed_runs.values())
+        embedded = sum(int(m.get(EMBEDDED_METADATA, 0) or 0) for m in view.embed_runs.values())
+        reused = sum(int(m.get(REUSED_METADATA, 0) or 0) for m in view.embed_runs.values())
         yield _single_counter("rag_chunks_embedded", "Chunks the encoder embedded", embedded)
         yield _single_counter(
             "rag_chunks_reused", "Chunks whose stored vector was reused (unchanged text)", reused
@@ -310,14 +315,14 @@ class PlatformCollector(Collector):
         for record in runs:
             run = record.dagster_run
             status = run.status.value
-            if status in IN_FLIGHT:
+            if status in IN_FLIGHT_STATUSES:
                 in_flight[run.job_name] = in_flight.get(run.job_name, 0) + 1
             outcome = OUTCOMES.get(status)
             if outcome and record.start_time and record.end_time:
                 by_job.setdefault((run.job_name, outcome), []).append(
                     record.end_time - record.start_time
                 )
-            size = run.tags.get("rag/batch_items")
+            size = run.tags.get(BATCH_ITEMS_TAG)
             if size and size.isdigit():
                 batches.append(float(size))
         yield _histogram(
