@@ -30,6 +30,7 @@ TIERS = ("unit", "dagster", "e2e")
 
 # Module -> the tier of its tests (tests marked otherwise keep their own marker).
 MODULE_TIERS = {
+    "test_architecture": "unit",
     "test_atomic_swap": "e2e",
     "test_bad_input": "e2e",
     "test_batches": "dagster",
@@ -41,6 +42,7 @@ MODULE_TIERS = {
     "test_demo_site": "unit",
     "test_e2e_daemon": "e2e",
     "test_embedding": "unit",
+    "test_embedders": "dagster",
     "test_embedding_server": "e2e",
     "test_eval": "unit",
     "test_extraction": "unit",
@@ -66,8 +68,10 @@ MODULE_TIERS = {
     "test_serve": "e2e",
     "test_session": "e2e",
     "test_settings": "unit",
+    "test_settings_chain": "unit",
     "test_soak": "e2e",
     "test_store": "unit",
+    "test_store_interface": "unit",
     "test_tiers": "unit",
     "test_webserver_graphql": "e2e",
 }

@@ -144,10 +144,10 @@ def test_the_checks_see_an_unread_and_an_undeclared_setting(tmp_path, monkeypatc
 
 def test_defaults_are_written_once():
     from rag_app import embedding_server
-    from resources.embedder import SentenceTransformerEmbedder
+    from resources.embedder import EmbedderResource
     from sensors import raw_item_files
 
-    assert SentenceTransformerEmbedder().batch_size == default("EMBEDDING_BATCH_SIZE")
+    assert EmbedderResource().batch_size == default("EMBEDDING_BATCH_SIZE")
     assert embedding_server.DEFAULT_BATCH_SIZE == default("EMBEDDING_BATCH_SIZE")
     assert raw_item_files.DEFAULT_MAX_ITEMS == default("MAX_BATCH_ITEMS")
     assert raw_item_files.DEFAULT_MAX_BYTES == default("MAX_BATCH_MB") * 1024 * 1024
