@@ -191,7 +191,7 @@ class PlatformCollector(Collector):
 
     def _duckdb(self) -> dict | None:
         path = self.settings.duckdb_path
-        if not path.exists():
+        if not store.exists(path):
             return {"items": {}, "rows": {}, "errors": {}, "items_with_model": 0}
         try:
             with store.connect(path, read_only=True, timeout_s=3.0) as con:

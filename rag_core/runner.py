@@ -445,7 +445,7 @@ def next_commands(settings: Settings, ui_url: str = "http://127.0.0.1:3000") -> 
     from rag_core.settings import load_settings
 
     title = None
-    if settings.duckdb_path.exists():
+    if store.exists(settings.duckdb_path):
         with contextlib.suppress(Exception), store.connect(
             settings.duckdb_path, read_only=True, timeout_s=5
         ) as con:

@@ -75,7 +75,7 @@ def search(
         raise SearchError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
     if k < 1:
         raise SearchError(f"k must be at least 1, got {k}")
-    if not settings.duckdb_path.exists():
+    if not store.exists(settings.duckdb_path):
         raise SearchError(f"{settings.duckdb_path} does not exist yet: run `make run` first")
     query = None
     # Only chunks whose vectors carry the current index fingerprint are ranked, in every mode:

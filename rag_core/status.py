@@ -50,7 +50,7 @@ def table_counts(db_path: Path, timeout_s: float = 30.0) -> dict[str, int]:
     """Row counts of the item tables and ingest_errors (0 where absent); waits out writers."""
     names = (*store.ITEM_TABLES, "ingest_errors")
     counts = dict.fromkeys(names, 0)
-    if not db_path.exists():
+    if not store.exists(db_path):
         return counts
     with store.connect(db_path, read_only=True, timeout_s=timeout_s) as con:
         for name in names:
@@ -74,7 +74,7 @@ def store_counts(raw_dir: Path, db_path: Path) -> StoreCounts:
 
 def recent_errors(db_path: Path, limit: int = 200) -> list[dict]:
     """Recorded per-item failures, newest first: item, stage, URL (when known), message."""
-    if not db_path.exists():
+    if not store.exists(db_path):
         return []
     with store.connect(db_path, read_only=True) as con:
         if not store.table_exists(con, "ingest_errors"):
@@ -161,7 +161,7 @@ def prune_status(raw_dir: Path) -> dict:
 def index_coverage(db_path: Path, fingerprint: str, files: int) -> dict:
     """Pages with vectors under the current index fingerprint, and under any other one."""
     counts: dict[str, int] = {}
-    if db_path.exists():
+    if store.exists(db_path):
         with store.connect(db_path, read_only=True) as con:
             counts = store.fingerprint_counts(con)
     current = counts.pop(fingerprint, 0)

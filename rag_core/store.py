@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -66,7 +67,7 @@ CREATE TABLE IF NOT EXISTS embeddings (
     chunk_id VARCHAR PRIMARY KEY,
     item_id VARCHAR NOT NULL,
     model VARCHAR NOT NULL,
-    embedding FLOAT[{dim}] NOT NULL
+    embedding {vector_type} NOT NULL
 );
 """
 
@@ -82,11 +83,49 @@ def is_lock_error(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.Error) and any(m in str(exc) for m in LOCK_MARKERS)
 
 
+# Hook for a store that is not this local file (STORE_BACKEND=ducklake,
+# rag_core/stores/ducklake_store.py): DUCKDB_PATH -> a function opening a connection that has
+# the lake attached and in use. Every caller of connect() (runs, CLI, sensor) then reads and
+# writes the lake with the same SQL.
+OPENERS: dict[str, Callable[[bool], contextlib.AbstractContextManager]] = {}
+# The database name a lake is attached under; is_lake() tells its connections apart.
+LAKE_ALIAS = "lake"
+
+
+def exists(path: Path) -> bool:
+    """Whether the store at ``path`` exists (a lake behind an opener is taken to)."""
+    return str(path) in OPENERS or path.exists()
+
+
+def is_lake(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether ``con`` works on a DuckLake (no key constraints, vectors as FLOAT[])."""
+    return con.execute("SELECT current_database()").fetchone()[0] == LAKE_ALIAS
+
+
+def _ddl(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    # DuckLake has no PRIMARY KEY/UNIQUE constraints ("not supported in DuckLake"); the
+    # writes never rely on them: each replaces an item's rows (delete, then insert).
+    if is_lake(con):
+        sql = re.sub(r",\s*PRIMARY KEY \([^)]*\)", "", sql).replace(" PRIMARY KEY", "")
+    con.execute(sql)
+
+
+def vector_type(con: duckdb.DuckDBPyConnection, dim: int) -> str:
+    """The vector column's type: FLOAT[dim], or FLOAT[] on DuckLake, which rejects
+    fixed-size arrays ("unsupported type FLOAT[3]")."""
+    return "FLOAT[]" if is_lake(con) else f"FLOAT[{int(dim)}]"
+
+
 @contextlib.contextmanager
 def connect(
     path: Path, read_only: bool = False, timeout_s: float = 120.0
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the database, retrying with jittered backoff while another process holds it."""
+    opener = OPENERS.get(str(path))
+    if opener is not None:
+        with opener(read_only) as con:
+            yield con
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout_s
     delay = 0.05
@@ -125,11 +164,11 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
 
 def ensure_schema(con: duckdb.DuckDBPyConnection, dim: int | None = None) -> None:
     """Create the tables if missing; the embeddings table needs the model's dimension."""
-    con.execute(SCHEMA)
-    con.execute(STAGING_SCHEMA)
-    con.execute(INGESTED_SCHEMA)
+    _ddl(con, SCHEMA)
+    _ddl(con, STAGING_SCHEMA)
+    _ddl(con, INGESTED_SCHEMA)
     if dim is not None:
-        con.execute(EMBEDDINGS_DDL.format(dim=int(dim)))
+        _ddl(con, EMBEDDINGS_DDL.format(vector_type=vector_type(con, dim)))
         # The index fingerprint of each vector (rag_core.fingerprint); added to older files.
         con.execute("ALTER TABLE embeddings ADD COLUMN IF NOT EXISTS fingerprint VARCHAR")
         stored = embeddings_dimension(con)
@@ -157,6 +196,9 @@ def embeddings_dimension(con: duckdb.DuckDBPyConnection) -> int | None:
     if not row:
         return None
     text = str(row[0])
+    if text.endswith("[]"):  # a list column (DuckLake): the width of a stored vector
+        first = con.execute("SELECT len(embedding) FROM embeddings LIMIT 1").fetchone()
+        return int(first[0]) if first else None
     return int(text[text.index("[") + 1 : text.index("]")])
 
 
@@ -400,12 +442,15 @@ def vector_candidates(
     filtered = bool(url_prefix or title)
     # The question vector goes in as a constant: as a parameter, DuckDB casts the list to
     # FLOAT[n] on every row (measured ~5x slower on 20k rows). Only floats are formatted here.
-    vector = "[" + ",".join(repr(float(x)) for x in query) + f"]::FLOAT[{len(query)}]"
+    vector = "[" + ",".join(repr(float(x)) for x in query) + "]::" + vector_type(con, len(query))
+    # DuckLake stores FLOAT[] lists (no fixed-size arrays): ranked as lists, measured in
+    # bench/scale_out.py against casting each row to FLOAT[n].
+    similarity = "list_cosine_similarity" if is_lake(con) else "array_cosine_similarity"
     join = "JOIN chunks c USING (chunk_id) JOIN documents d ON d.item_id = c.item_id"
     return con.execute(
         f"""
         WITH top AS (
-            SELECT e.chunk_id, array_cosine_similarity(e.embedding, {vector}) AS score
+            SELECT e.chunk_id, {similarity}(e.embedding, {vector}) AS score
             FROM embeddings e {join if filtered else ""}
             WHERE e.fingerprint = $fingerprint {"AND " + _filters_sql() if filtered else ""}
             ORDER BY score DESC, e.chunk_id
@@ -487,7 +532,7 @@ def set_files_state(
 
 def read_ingested_files(path: Path, timeout_s: float) -> dict[str, tuple[int, str, str]]:
     """item_id -> (mtime_ns, state, fingerprint) of every ingested file version."""
-    if not path.exists():
+    if not exists(path):
         return {}
     with connect(path, read_only=True, timeout_s=timeout_s) as con:
         if not table_exists(con, "ingested_files"):
