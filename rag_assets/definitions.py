@@ -8,6 +8,7 @@ import dagster as dg
 
 from rag_assets.checks import embedding_checks
 from rag_assets.crawl import crawled_pages
+from rag_assets.distributed import ingest_executor
 from rag_assets.graph import graph_pages
 from rag_assets.ingest import chunks, documents, embeddings, raw_items
 from rag_assets.jobs import build_ingest_job, crawl_job, graph_catch_up_job, prune_job
@@ -85,7 +86,7 @@ def build_graph_resource(settings: Settings) -> Neo4jGraphSink:
 def build_definitions(settings: Settings) -> dg.Definitions:
     """Definitions for ``settings`` (tests build them for a temporary data folder)."""
     graph = settings.use_neo4j  # the graph sink is optional: nothing of it exists without it
-    ingest_job = build_ingest_job(with_graph=graph)
+    ingest_job = build_ingest_job(with_graph=graph, executor_def=ingest_executor(settings))
     return dg.Definitions(
         assets=[crawled_pages, build_removed_pages(graph), raw_items, documents, chunks, embeddings]
         + ([graph_pages] if graph else []),
@@ -98,6 +99,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 max_items=settings.max_batch_items,
                 max_bytes=settings.max_batch_mb * 1024 * 1024,
                 fingerprint=functools.partial(settings_fingerprint, settings),
+                max_runs=settings.ingest_max_concurrent_runs,
             )
         ]
         + ([graph_catch_up] if graph else []),

@@ -23,14 +23,19 @@ PRUNE_JOB_NAME = "prune_removed_pages"
 LANE_TAG = "rag/lane"
 
 
-def build_ingest_job(with_graph: bool = False) -> "UnresolvedAssetJobDefinition":
-    """The ingestion job the sensor launches; with the graph sink it ends with graph_pages."""
+def build_ingest_job(
+    with_graph: bool = False, executor_def: dg.ExecutorDefinition | None = None
+) -> "UnresolvedAssetJobDefinition":
+    """The ingestion job the sensor launches; with the graph sink it ends with graph_pages.
+    ``executor_def`` overrides the definitions' in-process executor (DEPLOYMENT=distributed:
+    rag_assets/distributed.py)."""
     selection = [raw_items, documents, chunks, embeddings] + ([graph_pages] if with_graph else [])
     return dg.define_asset_job(
         INGEST_JOB_NAME,
         selection=selection,
         partitions_def=items_partitions,
         tags={LANE_TAG: "ingest"},
+        executor_def=executor_def,
         description="raw_items -> documents -> chunks -> embeddings"
         + (" -> graph_pages" if with_graph else "")
         + " for a batch of item partitions, in one process (torch and the model load once "
