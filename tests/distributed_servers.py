@@ -70,7 +70,7 @@ class Postgres:
 
     def url(self, dbname: str) -> str:
         """SQLAlchemy-style URL (dagster-postgres)."""
-        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{dbname}"
+        return f"postgresql+psycopg2://{self.user}@127.0.0.1:{self.port}/{dbname}"
 
     def create_database(self, name: str) -> None:
         import psycopg2

@@ -45,6 +45,8 @@ def test_lake_takes_the_store_sql_and_ranks_vectors(tmp_path, pg):
     settings = lake_settings(tmp_path, pg, "lake_sql")
     path = settings.duckdb_path
     assert store.exists(path) and not path.exists()  # nothing local: the lake is the store
+    # A reader before any writer (the sensor's first tick) finds an empty lake, not an error.
+    assert store.read_ingested_files(path, timeout_s=5) == {}
     vectors = np.eye(4, dtype=np.float32)
     with store.connect(path) as con:
         store.ensure_schema(con, dim=4)

@@ -86,7 +86,16 @@ def lake_connection(
     """A lake connection; a writing one holds the writers' advisory lock while open."""
     lock = None if read_only else _write_lock(catalog)
     try:
-        con = open_lake(catalog, data_path, read_only)
+        try:
+            con = open_lake(catalog, data_path, read_only)
+        except duckdb.Error as exc:
+            # A reader (the sensor, `rag status`) may come before any writer created the
+            # lake: create it (empty) once, then attach read-only as asked.
+            if not read_only or "does not exist" not in str(exc):
+                raise
+            with lake_connection(catalog, data_path, read_only=False):
+                pass
+            con = open_lake(catalog, data_path, read_only)
         try:
             yield con
         finally:
