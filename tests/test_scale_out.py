@@ -38,10 +38,10 @@ PAGES = 100
 TOPICS = ("sensors", "partitions", "schedules", "backfills", "assets", "resources", "jobs")
 
 
-def write_site(raw_dir: Path) -> list[str]:
+def write_site(raw_dir: Path, pages: int = PAGES) -> list[str]:
     """The item files a crawl of a 100-page site leaves (one to three chunks a page)."""
     keys = []
-    for i in range(PAGES):
+    for i in range(pages):
         topic = TOPICS[i % len(TOPICS)]
         body = f"<h2>{topic} {i}</h2>" + paragraphs(f"{topic} page {i}", 4 + i % 9)
         keys.append(write_page(raw_dir, f"http://site.test/p{i}.html", f"Page {i}", body))
@@ -90,30 +90,30 @@ def single_node(root: Path, raw_src: Path, keys: list[str]) -> dict:
 class Cluster:
     """The processes of the distributed deployment, each with its own folder and log."""
 
-    def __init__(self, root: Path, pg, redis_url: str):
+    def __init__(self, root: Path, pg, redis_url: str, suffix: str = "", **overrides: str):
         self.root, self.pg = root, pg
-        pg.create_database("dagster")
-        pg.create_database("ducklake")
+        pg.create_database(f"dagster{suffix}")
+        pg.create_database(f"ducklake{suffix}")
         self.shared = root / "shared"
         self.env = dict(os.environ) | {
             "DEPLOYMENT": "distributed",
             "STORE_BACKEND": "ducklake",
-            "DUCKLAKE_CATALOG": pg.dsn("ducklake"),
+            "DUCKLAKE_CATALOG": pg.dsn(f"ducklake{suffix}"),
             "STORAGE_MODE": "shared",
             "SHARED_DATA_PATH": str(self.shared),
             "CELERY_BROKER_URL": redis_url,
             # Short, so the killed worker's step moves on within the test's time; well above
-            # one step here (a batch of 25 pages embeds in a few seconds).
-            "CELERY_VISIBILITY_TIMEOUT_SECONDS": "40",
+            # one step here (a batch of 40 pages embeds in well under a minute).
+            "CELERY_VISIBILITY_TIMEOUT_SECONDS": "60",
             "INGEST_MAX_CONCURRENT_RUNS": "2",
-            "MAX_BATCH_ITEMS": "25",
+            "MAX_BATCH_ITEMS": "40",
             "EMBEDDING_SERVER": "false",
             "EMBEDDING_SERVER_URL": "",
             "TORCH_NUM_THREADS": "1",
             "METRICS_PORT": "0",
-            "DAGSTER_POSTGRES_URL": pg.url("dagster"),
+            "DAGSTER_POSTGRES_URL": pg.url(f"dagster{suffix}"),
             "PYTHONUNBUFFERED": "1",
-        }
+        } | overrides
         self.procs: dict[str, subprocess.Popen] = {}
 
     def node_env(self, name: str) -> dict[str, str]:
@@ -176,10 +176,10 @@ def step_workers(instance, step: str) -> list[tuple[str, str]]:
         run_id = record.dagster_run.run_id
         for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
             event = entry.dagster_event
-            if event.step_key != step or "in celery worker" not in (entry.user_message or ""):
-                continue
+            # dagster-celery's "Executing steps ... in celery worker" event names the worker.
             worker = event.event_specific_data.metadata.get("Celery worker")
-            found.append((entry.timestamp, run_id, worker.value if worker else ""))
+            if event.step_key == step and worker is not None:
+                found.append((entry.timestamp, run_id, worker.value))
     return [(run_id, worker) for _, run_id, worker in sorted(found)]
 
 
