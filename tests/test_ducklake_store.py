@@ -143,3 +143,39 @@ def test_redis_server_starts(tmp_path):
     with redis_server(tmp_path) as url:
         client = redis.Redis.from_url(url)
         assert client.ping()
+
+
+class UnitEmbedder:
+    """A 4-dimensional stand-in for the model: 'beta' questions point at the second axis."""
+
+    def embed(self, texts):
+        return np.eye(4, dtype=np.float32)[[1 if "beta" in t else 0 for t in texts]], "test"
+
+
+def test_search_and_status_read_the_lake(tmp_path, pg):
+    from rag_core import status
+    from rag_core.fingerprint import settings_fingerprint
+    from rag_core.search import search
+
+    settings = lake_settings(tmp_path, pg, "lake_search")
+    fp = settings_fingerprint(settings)
+    with store.connect(settings.duckdb_path) as con:
+        store.ensure_schema(con, dim=4)
+        store.insert_rows(
+            con, "documents", ("item_id", "url", "title", "text", "content_hash"),
+            [("a", "http://x/a", "Alpha", "alpha", "h1"),
+             ("b", "http://x/b", "Beta", "beta", "h2")],
+        )  # fmt: skip
+        store.insert_rows(
+            con, "chunks",
+            ("chunk_id", "item_id", "chunk_index", "text", "token_count", "content_hash"),
+            [("a0", "a", 0, "alpha", 1, "h1"), ("b0", "b", 0, "beta", 1, "h2")],
+        )  # fmt: skip
+        store.insert_rows(
+            con, "embeddings", ("chunk_id", "item_id", "model", "fingerprint", "embedding"),
+            [("a0", "a", "m", fp, [1.0, 0, 0, 0]), ("b0", "b", "m", fp, [0, 1.0, 0, 0])],
+        )  # fmt: skip
+    hits = search(settings, "what is beta", 2, UnitEmbedder(), mode="vector")
+    assert [h.chunk_id for h in hits] == ["b0", "a0"] and hits[0].title == "Beta"
+    counts = status.table_counts(settings.duckdb_path)
+    assert counts["documents"] == 2 and counts["embeddings"] == 2
