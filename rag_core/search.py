@@ -77,6 +77,12 @@ def search(
         raise SearchError(f"k must be at least 1, got {k}")
     if not store.exists(settings.duckdb_path):
         raise SearchError(f"{settings.duckdb_path} does not exist yet: run `make run` first")
+    if mode != "vector" and settings.store_backend == "ducklake":
+        # The fts index is DuckDB-file tables and macros, rebuilt in place: not built on a lake.
+        raise SearchError(
+            f"{mode} search needs the keyword index, which is not built on DuckLake "
+            "(STORE_BACKEND=ducklake): use --mode vector"
+        )
     query = None
     # Only chunks whose vectors carry the current index fingerprint are ranked, in every mode:
     # two fingerprints (another model, dtype or chunking) are never compared with each other,

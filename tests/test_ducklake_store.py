@@ -155,7 +155,7 @@ class UnitEmbedder:
 def test_search_and_status_read_the_lake(tmp_path, pg):
     from rag_core import status
     from rag_core.fingerprint import settings_fingerprint
-    from rag_core.search import search
+    from rag_core.search import SearchError, search
 
     settings = lake_settings(tmp_path, pg, "lake_search")
     fp = settings_fingerprint(settings)
@@ -177,5 +177,7 @@ def test_search_and_status_read_the_lake(tmp_path, pg):
         )  # fmt: skip
     hits = search(settings, "what is beta", 2, UnitEmbedder(), mode="vector")
     assert [h.chunk_id for h in hits] == ["b0", "a0"] and hits[0].title == "Beta"
+    with pytest.raises(SearchError, match="--mode vector"):
+        search(settings, "what is beta", 2, UnitEmbedder(), mode="hybrid")
     counts = status.table_counts(settings.duckdb_path)
     assert counts["documents"] == 2 and counts["embeddings"] == 2
