@@ -181,3 +181,18 @@ def test_search_and_status_read_the_lake(tmp_path, pg):
         search(settings, "what is beta", 2, UnitEmbedder(), mode="hybrid")
     counts = status.table_counts(settings.duckdb_path)
     assert counts["documents"] == 2 and counts["embeddings"] == 2
+
+
+def test_rag_run_refuses_the_distributed_profile(tmp_path, monkeypatch, capsys):
+    from rag_core import cli
+
+    env = {
+        "DATA_DIR": str(tmp_path), "DEPLOYMENT": "distributed", "STORE_BACKEND": "ducklake",
+        "DUCKLAKE_CATALOG": "dbname=x", "STORAGE_MODE": "shared",
+        "SHARED_DATA_PATH": str(tmp_path / "shared"), "CELERY_BROKER_URL": "redis://q:6379/0",
+    }  # fmt: skip
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["run"]) == 2
+    assert "Scale out" in capsys.readouterr().err
+    assert not (tmp_path / "dagster_home").exists()  # nothing was started
