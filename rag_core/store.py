@@ -98,8 +98,12 @@ def exists(path: Path) -> bool:
 
 
 def is_lake(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether ``con`` works on a DuckLake (no key constraints, vectors as FLOAT[])."""
-    return con.execute("SELECT current_database()").fetchone()[0] == LAKE_ALIAS
+    """Whether ``con`` works on a DuckLake (no key constraints, vectors as FLOAT[]). By the
+    catalog's type, not its name: a DuckDB file named lake.duckdb is still a file."""
+    row = con.execute(
+        "SELECT type FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()
+    return bool(row) and row[0] == "ducklake"
 
 
 def _ddl(con: duckdb.DuckDBPyConnection, sql: str) -> None:

@@ -128,6 +128,13 @@ def test_distributed_settings_are_validated(tmp_path, env, named):
         settings_for(tmp_path, **env)
 
 
+def test_a_file_named_lake_is_still_a_file(tmp_path):
+    with store.connect(tmp_path / "lake.duckdb") as con:
+        store.ensure_schema(con, dim=3)
+        assert not store.is_lake(con)
+        assert store.embeddings_dimension(con) == 3  # FLOAT[3], keys kept
+
+
 def test_shared_storage_moves_raw_items_and_lake_files(tmp_path):
     shared = tmp_path / "shared"
     settings = settings_for(tmp_path / "node", STORAGE_MODE="shared", SHARED_DATA_PATH=str(shared))
