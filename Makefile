@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned to the local CPU build: any other spec pulls a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,distributed]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -39,11 +39,17 @@ test-unit: venv
 	$(BIN)/python -m pytest -q -m unit
 
 # Servers the tests start themselves on free ports: Prometheus (Debian package) scrapes a
-# real `rag run` in tests/test_ops_e2e.py.
+# real `rag run` in tests/test_ops_e2e.py; PostgreSQL (a throwaway initdb cluster) and Redis
+# carry the distributed profile in tests/test_scale_out.py.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PG_BIN := $(firstword $(wildcard /usr/lib/postgresql/*/bin))
 test-servers:
 	@command -v prometheus >/dev/null || { $(SUDO) apt-get update && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends prometheus; }
+	@{ command -v redis-server >/dev/null && \
+		{ command -v initdb >/dev/null || test -x "$(PG_BIN)/initdb"; }; } || \
+		{ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y \
+		--no-install-recommends postgresql redis-server; }
 
 lint: venv
 	$(BIN)/ruff check .

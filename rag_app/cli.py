@@ -24,6 +24,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.confirm_prune:
         overrides["PRUNE_CONFIRM"] = "true"
     settings = apply_overrides(overrides)
+    if settings.deployment == "distributed":
+        # `rag run` starts the local profile's own daemon and SQLite instance; the distributed
+        # head is started as the README's "Scale out" section says.
+        raise SettingsError(
+            "DEPLOYMENT=distributed is not valid for `rag run`: DEPLOYMENT accepts local here; "
+            "start the distributed daemon and workers as in the README (Scale out)"
+        )
     print(f"rag run: mode={settings.pipeline_mode}, data in {settings.data_dir}", flush=True)
     try:
         summary = run_pipeline(settings, Reporter(timeline=args.timeline))

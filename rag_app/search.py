@@ -91,6 +91,12 @@ def search(
     store = stores.open_store(settings)
     if not store.exists():
         raise SearchError(f"{settings.duckdb_path} does not exist yet: run `make run` first")
+    if mode != "vector" and settings.store_backend == "ducklake":
+        # The fts index is DuckDB-file tables and macros, rebuilt in place: not built on a lake.
+        raise SearchError(
+            f"{mode} search needs the keyword index, which is not built on DuckLake "
+            "(STORE_BACKEND=ducklake): use --mode vector"
+        )
     query = None
     # Only chunks whose vectors carry the current index fingerprint are ranked, in every mode:
     # two fingerprints (another model, dtype or chunking) are never compared with each other,

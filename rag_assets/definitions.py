@@ -13,8 +13,10 @@ import functools
 import dagster as dg
 
 from rag_assets.crawl import crawl_definitions
+from rag_assets.distributed import ingest_executor
 from rag_assets.graph import graph_definitions
 from rag_assets.ingest import ingest_definitions
+from rag_assets.jobs import build_ingest_job, ingest_job
 from rag_assets.prune import prune_definitions
 from rag_core.fingerprint import settings_fingerprint
 from rag_core.settings import Settings, load_settings
@@ -39,16 +41,21 @@ def shared_definitions(settings: Settings) -> dg.Definitions:
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     """Definitions for ``settings`` (tests build them for a temporary data folder)."""
+    # In process unless DEPLOYMENT=distributed, whose ingestion steps run on Celery workers.
+    executor = ingest_executor(settings)
+    job = ingest_job if executor is None else build_ingest_job(executor)
     sensor = build_raw_item_files_sensor(
         settings.pipeline_mode,
         max_items=settings.max_batch_items,
         max_bytes=settings.max_batch_mb * 1024 * 1024,
         fingerprint=functools.partial(settings_fingerprint, settings),
+        max_runs=settings.ingest_max_concurrent_runs,
+        job=job,
     )
     parts = [
         shared_definitions(settings),
         crawl_definitions(settings),
-        ingest_definitions(settings),
+        ingest_definitions(settings, job),
         prune_definitions(settings),
         dg.Definitions(sensors=[sensor]),
     ]

@@ -400,16 +400,17 @@ def embeddings(
     )
 
 
-def ingest_definitions(settings: Settings) -> dg.Definitions:
+def ingest_definitions(settings: Settings, job=ingest_job) -> dg.Definitions:
     """The ingestion area: raw_items -> documents -> chunks -> embeddings, the checks on the
-    vectors, the job the sensor launches, and the chunker and embedder resources."""
+    vectors, the job the sensor launches (``job``: the distributed profile's runs its steps on
+    Celery workers), and the chunker and embedder resources."""
     from rag_assets.checks import embedding_checks  # checks.py imports this module's assets
 
     embedder = EmbedderResource.from_settings(settings)
     return dg.Definitions(
         assets=[raw_items, documents, chunks, embeddings],
         asset_checks=embedding_checks,
-        jobs=[ingest_job],
+        jobs=[job],
         resources={
             # The chunker counts tokens with the embedder's own tokenizer.
             "chunker": TokenChunker(

@@ -21,18 +21,26 @@ from rag_core.constants import (
     REMOVED_PAGES_ASSET,
 )
 
-# raw_items and everything below it, resolved against the merged definitions: without the
-# graph area that is raw_items -> documents -> chunks -> embeddings; with it (USE_NEO4J) the
-# run ends with graph_pages. No flag is needed: the job follows the areas that are loaded.
-ingest_job = dg.define_asset_job(
-    INGEST_JOB,
-    selection=dg.AssetSelection.assets(RAW_ITEMS_ASSET).downstream(),
-    partitions_def=items_partitions,
-    tags={LANE_TAG: LANE_INGEST},
-    description="raw_items -> documents -> chunks -> embeddings (-> graph_pages with the graph "
-    "sink) for a batch of item partitions, in one process (torch and the model load once per "
-    "run).",
-)
+
+def build_ingest_job(executor_def: dg.ExecutorDefinition | None = None):
+    """The ingestion job the sensor launches: raw_items and everything below it, resolved
+    against the merged definitions (without the graph area that is raw_items -> documents ->
+    chunks -> embeddings; with it, USE_NEO4J, the run ends with graph_pages). ``executor_def``
+    overrides the definitions' in-process executor (DEPLOYMENT=distributed: Celery workers,
+    rag_assets/distributed.py)."""
+    return dg.define_asset_job(
+        INGEST_JOB,
+        selection=dg.AssetSelection.assets(RAW_ITEMS_ASSET).downstream(),
+        partitions_def=items_partitions,
+        tags={LANE_TAG: LANE_INGEST},
+        executor_def=executor_def,
+        description="raw_items -> documents -> chunks -> embeddings (-> graph_pages with the "
+        "graph sink) for a batch of item partitions, in one process (torch and the model load "
+        "once per run) or, distributed, one step per Celery task.",
+    )
+
+
+ingest_job = build_ingest_job()
 
 # Writes missed partitions to the graph after an outage. It shares the ingest lane, so it never
 # runs beside an ingestion run (both would write the same pages) and the sensor waits for it.

@@ -492,8 +492,70 @@ VARIABLES: tuple[Variable, ...] = (
         "INGEST_MAX_CONCURRENT_RUNS",
         "1",
         _integer(1, 16),
-        "ingestion runs in flight at once (DuckDB has one writer: keep 1)",
+        "ingestion runs in flight at once (the sensor keeps to it); more than 1 needs "
+        "STORE_BACKEND=ducklake (the DuckDB file has one writer) and an instance whose run queue "
+        "allows it (deploy/distributed/dagster.yaml; the local dagster.yaml allows one)",
         "concurrency",
+    ),
+    Variable(
+        "DEPLOYMENT",
+        "local",
+        _choice("local", "distributed"),
+        "local: ingestion runs in one process each, on this machine; distributed: the "
+        "ingestion steps run on Celery workers (README: Scale out); needs STORE_BACKEND=ducklake, "
+        "STORAGE_MODE=shared and CELERY_BROKER_URL; `rag run` refuses it (it starts the local "
+        "profile)",
+        "distributed",
+    ),
+    Variable(
+        "STORE_BACKEND",
+        "duckdb",
+        _choice("duckdb", "ducklake"),
+        "duckdb: one local file (DUCKDB_PATH), one writer; ducklake: DuckLake with its catalog "
+        "in Postgres (DUCKLAKE_CATALOG) and data files on the data path, many writers",
+        "distributed",
+    ),
+    Variable(
+        "DUCKLAKE_CATALOG",
+        "",
+        _text,
+        "libpq connection string of the DuckLake catalog database, e.g. "
+        "'dbname=ducklake host=db port=5432 user=rag' (required for STORE_BACKEND=ducklake); keep "
+        "the password out of it (libpq reads PGPASSWORD or ~/.pgpass): DuckDB's errors repeat it",
+        "distributed",
+    ),
+    Variable(
+        "STORAGE_MODE",
+        "local",
+        _choice("local", "shared"),
+        "local: item files in DATA_DIR/raw; shared: item files and DuckLake data files under "
+        "SHARED_DATA_PATH, a folder every worker mounts",
+        "distributed",
+    ),
+    Variable(
+        "SHARED_DATA_PATH",
+        "",
+        _text,
+        "the folder every machine shares (NFS or similar; required for STORAGE_MODE=shared)",
+        "distributed",
+    ),
+    Variable(
+        "CELERY_BROKER_URL",
+        "",
+        _text,
+        "Redis URL of the Celery broker and result backend, e.g. redis://queue:6379/0 "
+        "(required for DEPLOYMENT=distributed); the Dagster UI shows it in the ingestion job's "
+        "executor config: use a Redis reachable only from the deployment's network rather than "
+        "a password in the URL",
+        "distributed",
+    ),
+    Variable(
+        "CELERY_VISIBILITY_TIMEOUT_SECONDS",
+        "600",
+        _integer(10),
+        "a step whose worker died is handed to another worker after this long; keep it above "
+        "the longest ingestion step (a longer step would also be started twice)",
+        "distributed",
     ),
     Variable("USE_NEO4J", "false", _boolean, "also write the graph sink over Bolt (see Graph sink "
                                              "in the README)", "graph"),
@@ -575,6 +637,14 @@ class Settings:
     duckdb_path: Path
     demo_site_port: int
     max_page_chars: int
+    ingest_max_concurrent_runs: int
+    deployment: str
+    store_backend: str
+    ducklake_catalog: str
+    storage_mode: str
+    shared_data_path: str
+    celery_broker_url: str
+    celery_visibility_timeout_seconds: int
     use_neo4j: bool
     neo4j_uri: str
     neo4j_user: str
@@ -585,8 +655,17 @@ class Settings:
 
     @property
     def raw_dir(self) -> Path:
-        """Folder of the item files the crawler writes and the sensor watches."""
+        """Folder of the item files the crawler writes and the sensor watches (on the shared
+        path with STORAGE_MODE=shared, so every worker reads them)."""
+        if self.storage_mode == "shared":
+            return Path(self.shared_data_path) / "raw"
         return self.data_dir / "raw"
+
+    @property
+    def ducklake_data_path(self) -> Path:
+        """Where DuckLake writes its Parquet data files (shared by every writer)."""
+        base = Path(self.shared_data_path) if self.storage_mode == "shared" else self.data_dir
+        return base / "lake"
 
     @property
     def dagster_home(self) -> Path:
@@ -675,8 +754,52 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         raise _bad("NEO4J_PASSWORD", "", "a non-empty password when USE_NEO4J=true")
     if not values["embedding_model"]:
         raise _bad("EMBEDDING_MODEL", "", "a sentence-transformers model name or local folder")
+    _check_distributed(values)
     names = {f.name for f in fields(Settings)}
-    return Settings(**{k: v for k, v in values.items() if k in names})  # type: ignore[arg-type]
+    settings = Settings(**{k: v for k, v in values.items() if k in names})  # type: ignore[arg-type]
+    if settings.store_backend == "ducklake":
+        # Every process that loads the settings (runs, workers, sensor, CLI) then opens the
+        # lake wherever it would open DUCKDB_PATH (stores.store_at serves the DuckLakeStore).
+        from rag_core.stores.ducklake_store import register
+
+        register(settings)
+    return settings
+
+
+def _check_distributed(values: dict[str, object]) -> None:
+    """The distributed settings need each other; a missing one fails here, naming it."""
+    needs = {
+        "DUCKLAKE_CATALOG": values["store_backend"] == "ducklake",
+        "SHARED_DATA_PATH": values["storage_mode"] == "shared",
+        "CELERY_BROKER_URL": values["deployment"] == "distributed",
+    }
+    for name, needed in needs.items():
+        if needed and not values[name.lower()]:
+            raise _bad(name, "", f"a non-empty value when {_needed_by(name)}")
+    if values["shared_data_path"] and not Path(str(values["shared_data_path"])).is_absolute():
+        raise _bad("SHARED_DATA_PATH", str(values["shared_data_path"]), "an absolute path")
+    broker = str(values["celery_broker_url"])
+    if broker and urlsplit(broker).scheme not in ("redis", "rediss"):
+        raise _bad("CELERY_BROKER_URL", broker, "a redis:// or rediss:// URL")
+    if values["deployment"] == "distributed":
+        for name, wanted in (("STORE_BACKEND", "ducklake"), ("STORAGE_MODE", "shared")):
+            if values[name.lower()] != wanted:
+                raise _bad(name, str(values[name.lower()]), f"{wanted} when DEPLOYMENT=distributed")
+    runs = values["ingest_max_concurrent_runs"]
+    if runs != 1 and values["store_backend"] != "ducklake":  # type: ignore[operator]
+        raise _bad(
+            "INGEST_MAX_CONCURRENT_RUNS",
+            str(runs),
+            "1 with STORE_BACKEND=duckdb (one writer); more need STORE_BACKEND=ducklake",
+        )
+
+
+def _needed_by(name: str) -> str:
+    return {
+        "DUCKLAKE_CATALOG": "STORE_BACKEND=ducklake",
+        "SHARED_DATA_PATH": "STORAGE_MODE=shared",
+        "CELERY_BROKER_URL": "DEPLOYMENT=distributed",
+    }[name]
 
 
 def apply_overrides(overrides: Mapping[str, str]) -> Settings:

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -28,6 +29,11 @@ from rag_core.constants import (
 )
 from rag_core.settings import default
 from rag_core.stores import StoreLockedError
+
+if TYPE_CHECKING:  # the class is not exported by dagster; define_asset_job returns it
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
 from resources.duckdb_store import DuckDBStore
 from resources.raw_items import RawItemStore
 
@@ -104,18 +110,19 @@ class FilesCursor:
         self.recent = {key: mtime for key, mtime in files if mtime > self.watermark_ns}
 
 
-def lane_in_flight(instance: dg.DagsterInstance, lane: str) -> bool:
-    """Whether a run of ``lane`` (ingest or crawl) is queued or running."""
+def lane_in_flight(instance: dg.DagsterInstance, lane: str, limit: int = 1) -> bool:
+    """Whether ``limit`` (or more) runs of ``lane`` (ingest or crawl) are queued or running."""
     runs = instance.get_run_records(
-        filters=dg.RunsFilter(statuses=IN_FLIGHT, tags={LANE_TAG: lane}), limit=1
+        filters=dg.RunsFilter(statuses=IN_FLIGHT, tags={LANE_TAG: lane}), limit=limit
     )
-    return bool(runs)
+    return len(runs) >= limit
 
 
-def blocking_run(instance: dg.DagsterInstance, mode: str) -> str | None:
-    """Why new items must wait: an ingestion run in flight, or (batch mode) a crawl."""
-    if lane_in_flight(instance, LANE_INGEST):
-        return "the ingestion run in flight"
+def blocking_run(instance: dg.DagsterInstance, mode: str, max_runs: int = 1) -> str | None:
+    """Why new items must wait: ``max_runs`` ingestion runs in flight (INGEST_MAX_CONCURRENT_RUNS;
+    more than one only with a store of many writers), or (batch mode) a crawl."""
+    if lane_in_flight(instance, LANE_INGEST, max_runs):
+        return "the ingestion run in flight" if max_runs == 1 else f"{max_runs} ingestion runs"
     if mode == "batch" and lane_in_flight(instance, LANE_CRAWL):
         return "the crawl to finish (batch mode)"
     return None
@@ -249,16 +256,20 @@ def build_raw_item_files_sensor(
     max_items: int = DEFAULT_MAX_ITEMS,
     max_bytes: int = DEFAULT_MAX_BYTES,
     fingerprint: "Callable[[], str] | None" = None,
+    max_runs: int = 1,
+    job: "dg.JobDefinition | UnresolvedAssetJobDefinition | None" = None,
 ) -> dg.SensorDefinition:
     """The sensor for PIPELINE_MODE ``mode``: streaming ingests during the crawl, batch after it.
+    ``max_runs`` ingestion runs may be in flight at once (INGEST_MAX_CONCURRENT_RUNS).
 
-    It launches ``ingest_job`` (which ends with graph_pages when the graph area is loaded)
-    and ``prune_job``.
+    It launches the ingestion job (``job``, by default ``ingest_job``; it ends with
+    graph_pages when the graph area is loaded) and ``prune_job``. The distributed profile
+    passes its ingestion job, which runs the steps on Celery workers.
     """
 
     @dg.sensor(
         name=RAW_ITEM_FILES_SENSOR,
-        jobs=[ingest_job, prune_job],
+        jobs=[job or ingest_job, prune_job],
         minimum_interval_seconds=1,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
@@ -275,7 +286,7 @@ def build_raw_item_files_sensor(
     ):
         """Turns new item files into partitions and micro-batched ingestion runs."""
         return evaluate_files(
-            context, raw_store, mode, max_items, max_bytes, duckdb, fingerprint
+            context, raw_store, mode, max_items, max_bytes, duckdb, fingerprint, max_runs
         )
 
     return raw_item_files
@@ -289,6 +300,7 @@ def evaluate_files(
     max_bytes: int = DEFAULT_MAX_BYTES,
     duckdb: DuckDBStore | None = None,
     fingerprint: "Callable[[], str] | None" = None,
+    max_runs: int = 1,
 ) -> dg.SensorResult:
     """One tick: register new partitions; request one run for all waiting items unless blocked.
 
@@ -334,8 +346,8 @@ def evaluate_files(
             + backoff,
             cursor=cursor.dump(),
         )
-    blocker = blocking_run(instance, mode)
-    if prune_due and not blocker:
+    blocker = blocking_run(instance, mode, max_runs)
+    if prune_due and not blocking_run(instance, mode):  # a prune runs alone in the lane
         # Removal first (it is quick); the waiting items go in the run after it.
         cursor.pending = pending
         return dg.SensorResult(

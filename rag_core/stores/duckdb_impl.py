@@ -59,6 +59,13 @@ class DuckDBStore(Store):
     def exists(self) -> bool:
         return self.path.exists()
 
+    @contextlib.contextmanager
+    def raw_connection(self, read_only: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to the store's database, for benches and tests that measure or inspect
+        the database itself. Platform code calls the Store's methods instead."""
+        with self._open(read_only) as con:
+            yield con
+
     # -- connections ------------------------------------------------------------------------
     @contextlib.contextmanager
     def session(self, read_only: bool = True) -> Iterator[DuckDBStore]:
