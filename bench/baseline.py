@@ -3,7 +3,7 @@
     python -m bench.baseline --start-url URL --json out.json
 
 It uses the platform's own code (the ``python -m crawler`` subprocess, ``extract_document``,
-``rag_core.chunking``, ``rag_core.embedders``, ``rag_core.store``) and the same settings
+``rag_core.chunking``, ``rag_core.embedders``, ``rag_core.stores``) and the same settings
 (``DATA_DIR``, ``DUCKDB_PATH``, ``CRAWL_CONCURRENCY``, ``EMBEDDING_*``, ``CHUNK_*``), so it
 stores the same rows as the platform. It does what a careful plain script does: the model
 loads while the crawl subprocess runs, then every page is ingested after the crawl, and
