@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from rag_core.chunking import Chunk, TokenCounter, chunk_document, max_chunk_tokens
+from rag_core.settings import default
 from resources.embedder import EmbedderResource
 
 
@@ -13,10 +14,10 @@ class TokenChunker(dg.ConfigurableResource):
     tokens with the embedder's tokenizer."""
 
     embedder: EmbedderResource
-    chunk_size_tokens: int = 224
-    chunk_overlap_tokens: int = 32
-    context_header: bool = False
-    min_tokens: int = 56
+    chunk_size_tokens: int = default("CHUNK_SIZE_TOKENS")
+    chunk_overlap_tokens: int = default("CHUNK_OVERLAP_TOKENS")
+    context_header: bool = default("CHUNK_CONTEXT_HEADER")
+    min_tokens: int = default("CHUNK_MIN_TOKENS")
 
     @property
     def tokenizer(self) -> TokenCounter:

@@ -13,14 +13,14 @@ class EmbedderResource(dg.ConfigurableResource):
     """The embedding model of the assets and checks: ``provider`` picks the implementation
     (sentence-transformers or fake), ``server_url`` a warm server to use when it answers."""
 
-    provider: str = "sentence-transformers"
+    provider: str = default("EMBEDDING_PROVIDER")
     model: str = DEFAULT_MODEL
-    dtype: str = "float32"
+    dtype: str = default("EMBEDDING_DTYPE")
     batch_size: int = default("EMBEDDING_BATCH_SIZE")  # type: ignore[assignment]
-    torch_threads: int = 0
+    torch_threads: int = default("TORCH_NUM_THREADS")
     server_url: str = ""
     # EMBEDDING_SLOWDOWN_MS: tests and demos make ingestion slower than the crawl on purpose.
-    slowdown_ms: int = 0
+    slowdown_ms: int = default("EMBEDDING_SLOWDOWN_MS")
 
     @classmethod
     def from_settings(cls, settings) -> EmbedderResource:

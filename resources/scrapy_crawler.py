@@ -20,7 +20,7 @@ import dagster as dg
 
 from demo_site.serve import serve_demo_site
 from rag_core.redact import mask_secrets, unmask_urls
-from rag_core.settings import PROJECT_ROOT, secret
+from rag_core.settings import PROJECT_ROOT, default, secret
 
 
 def _terminate_with_parent() -> None:
@@ -73,16 +73,16 @@ class ScrapyCrawler(dg.ConfigurableResource):
     depth_limit: int = 0
     include: list[str] = []
     exclude: list[str] = []
-    concurrency: int = 16
+    concurrency: int = default("CRAWL_CONCURRENCY")
     autothrottle: bool = False
-    max_page_chars: int = 2_000_000
+    max_page_chars: int = default("MAX_PAGE_CHARS")
     log_level: str = "INFO"
-    demo_site_port: int = 8765
+    demo_site_port: int = default("DEMO_SITE_PORT")
     prune_removed: bool = False
     allow_private_networks: bool = False
-    max_download_bytes: int = 8 * 1024 * 1024
-    max_links_per_page: int = 2000
-    max_url_length: int = 2083
+    max_download_bytes: int = default("CRAWL_MAX_DOWNLOAD_BYTES")
+    max_links_per_page: int = default("CRAWL_MAX_LINKS_PER_PAGE")
+    max_url_length: int = default("CRAWL_MAX_URL_LENGTH")
     prune_after_misses: int = 2
     prune_max_fraction: float = 0.2
     prune_confirm: bool = False

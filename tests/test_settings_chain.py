@@ -155,6 +155,42 @@ def test_defaults_are_written_once():
         default("NO_SUCH_SETTING")
 
 
+def test_resource_defaults_are_the_settings_defaults():
+    """A resource built without the settings (a test, `dagster asset materialize` with its
+    own config) behaves as the defaults say: its field defaults come from the declarations."""
+    from resources.chunker import TokenChunker
+    from resources.embedder import EmbedderResource
+    from resources.scrapy_crawler import ScrapyCrawler
+
+    fields = {
+        TokenChunker: {
+            "chunk_size_tokens": "CHUNK_SIZE_TOKENS",
+            "chunk_overlap_tokens": "CHUNK_OVERLAP_TOKENS",
+            "context_header": "CHUNK_CONTEXT_HEADER",
+            "min_tokens": "CHUNK_MIN_TOKENS",
+        },
+        EmbedderResource: {
+            "provider": "EMBEDDING_PROVIDER",
+            "dtype": "EMBEDDING_DTYPE",
+            "batch_size": "EMBEDDING_BATCH_SIZE",
+            "torch_threads": "TORCH_NUM_THREADS",
+            "slowdown_ms": "EMBEDDING_SLOWDOWN_MS",
+        },
+        ScrapyCrawler: {
+            "concurrency": "CRAWL_CONCURRENCY",
+            "max_page_chars": "MAX_PAGE_CHARS",
+            "demo_site_port": "DEMO_SITE_PORT",
+            "max_download_bytes": "CRAWL_MAX_DOWNLOAD_BYTES",
+            "max_links_per_page": "CRAWL_MAX_LINKS_PER_PAGE",
+            "max_url_length": "CRAWL_MAX_URL_LENGTH",
+        },
+    }
+    for resource, names in fields.items():
+        declared = resource.model_fields  # pydantic: the class's field defaults
+        for field_name, setting in names.items():
+            assert declared[field_name].default == default(setting), (resource, field_name)
+
+
 def test_readme_settings_table_is_generated_from_the_declarations():
     readme = (PROJECT_ROOT / "README.md").read_text()
     assert SETTINGS_TABLE_BEGIN in readme
