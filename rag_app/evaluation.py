@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from rag_app.search import MODES, search
 from rag_core.embedders import Embedder
-from rag_core.settings import Settings
+from rag_core.settings import Settings, default
 
 DEPTH = 10  # MRR@10 needs the first ten pages
 
@@ -216,7 +216,7 @@ def build_index(
         options.size_tokens,
         options.overlap_tokens,
         options.context_header,
-        56 if options.min_tokens is None else options.min_tokens,
+        default("CHUNK_MIN_TOKENS") if options.min_tokens is None else options.min_tokens,
     )
     tokenizer = embedder.tokenizer
     limit = max_chunk_tokens(tokenizer, options.size_tokens)
