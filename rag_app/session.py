@@ -58,7 +58,7 @@ class SessionLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read_record(fd)
+            holder = _live_holder_record(fd)
             os.close(fd)
             who = (
                 f"{holder.get('command', 'a session')} (pid {holder.get('pid', '?')}, "
@@ -98,6 +98,33 @@ class SessionLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def _live_holder_record(fd: int, wait_s: float = 2.0) -> dict:
+    """The record of the session holding the lock, or {} if it never shows up.
+
+    The holder takes the lock a moment before it writes its record, so a session refused
+    in that window reads nothing, or the record of the dead session before it. It waits
+    (briefly: the holder writes right after locking) for a record naming a live process.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        record = _read_record(fd)
+        if _pid_alive(record.get("pid")) or time.monotonic() >= deadline:
+            return record if _pid_alive(record.get("pid")) else {}
+        time.sleep(0.02)
+
+
+def _pid_alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
 
 
 def _read_record(fd: int) -> dict:

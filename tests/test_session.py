@@ -7,6 +7,7 @@ whatever it left running.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -76,6 +77,32 @@ def test_a_second_session_on_the_folder_fails_at_once_naming_the_holder(tmp_path
     assert time.monotonic() - started < 1.0
     first.release()
     SessionLock(tmp_path, "rag dev").acquire().release()  # free again once released
+
+
+@pytest.mark.unit
+def test_a_loser_that_races_the_holder_s_record_still_names_the_holder(tmp_path):
+    """The holder takes the lock before it writes who it is; a session refused in that
+    window (an empty record, or the record of the dead session before) must still name
+    the live holder, not "another session" (a CI failure of two simultaneous runs)."""
+    path = tmp_path / ".session.lock"
+    path.write_text(json.dumps({"pid": 999_999_999, "command": "rag dev"}))  # dead, stale
+    fd = os.open(path, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the holder, before its record
+
+    def write_record():
+        time.sleep(0.3)
+        record = {"pid": os.getpid(), "command": "rag run", "started": "now"}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+
+    writer = threading.Thread(target=write_record)
+    writer.start()
+    try:
+        with pytest.raises(SessionLockedError, match=rf"in use by rag run \(pid {os.getpid()}"):
+            SessionLock(tmp_path, "rag run").acquire()
+    finally:
+        writer.join()
+        os.close(fd)
 
 
 SESSION_SCRIPT = """
