@@ -236,6 +236,11 @@ def test_figures_for_status_metrics_and_checks(store):
     missing, orphans, duplicates, items = store.embedding_coverage()
     assert (missing, orphans, duplicates, items) == (1, 0, 0, ["a"])
     assert store.non_finite_vectors() == 1
+    # A NaN vector (a broken model or dtype) is stored with NULL components: still counted.
+    store.stage_documents(["d"], [doc("d")], {}, "run")
+    store.stage_chunks(["d"], [chunk("d", 0)], {}, "run")
+    store.publish(["d"], [vec("d", 0, [math.nan, 0, 0, 0])], DIM)
+    assert store.non_finite_vectors() == 2
 
 
 def test_vector_and_keyword_candidates(store):

@@ -664,9 +664,10 @@ def vector_widths(con: duckdb.DuckDBPyConnection) -> list[tuple[int, str, int]]:
 
 
 def non_finite_vectors(con: duckdb.DuckDBPyConnection) -> int:
+    # A NaN reaches DuckDB as NULL (through parameters), so a NULL component counts too.
     sql = (
-        "SELECT count(*) FROM embeddings "
-        "WHERE list_bool_or(list_transform(embedding::FLOAT[], lambda x: NOT isfinite(x)))"
+        "SELECT count(*) FROM embeddings WHERE list_bool_or(list_transform("
+        "embedding::FLOAT[], lambda x: x IS NULL OR NOT isfinite(x)))"
     )
     rows = _select(con, "embeddings", sql)
     return rows[0][0] if rows else 0
