@@ -22,6 +22,11 @@ from demo_site.serve import serve_demo_site
 from rag_core.redact import mask_secrets, unmask_urls
 from rag_core.settings import PROJECT_ROOT, default, secret
 
+# A crawl process killed on its own is restarted (from its JOBDIR) this many times. SIGTERM
+# and SIGINT are not among the signals: they mean "stop" (the run or `rag run` is stopping).
+CRAWL_RESTARTS = 2
+RESTART_SIGNALS = {signal.SIGKILL, signal.SIGSEGV, signal.SIGBUS}
+
 
 def _terminate_with_parent() -> None:
     """In the crawl child: get SIGTERM when the run process dies, even by SIGKILL.
@@ -177,22 +182,18 @@ class ScrapyCrawler(dg.ConfigurableResource):
                 urls = [stack.enter_context(serve_demo_site(self.demo_site_port))]
             cmd = self.command(urls, pages)
             log_line(f"starting crawl of {', '.join(urls)}")
-            process = subprocess.Popen(
-                cmd,
-                cwd=PROJECT_ROOT,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                errors="replace",
-                preexec_fn=_terminate_with_parent,
-            )
-            try:
-                assert process.stdout is not None
-                for line in process.stdout:
-                    log_line(line.rstrip())
-                code = process.wait()
-            finally:
-                _stop_gracefully(process)
+            for restart in range(CRAWL_RESTARTS + 1):
+                code = self._run_crawl_process(cmd, log_line)
+                if -code not in RESTART_SIGNALS or restart == CRAWL_RESTARTS:
+                    break
+                # Killed alone (the OOM killer, an operator), not with its run: the JOBDIR
+                # holds its state, so the crawl goes on from there instead of failing the run.
+                # A resumed crawl is never a complete one, so it never prunes.
+                resumed = True
+                log_line(
+                    f"the crawl process was killed by {signal.Signals(-code).name}; "
+                    f"restarting it from {self.jobdir} ({restart + 1} of {CRAWL_RESTARTS})"
+                )
         if code != 0:
             raise CrawlFailedError(f"crawl exited with code {code}; see the log above")
         # A finished crawl must not resume from its JOBDIR next time (it would skip every
@@ -207,6 +208,26 @@ class ScrapyCrawler(dg.ConfigurableResource):
             not resumed and pages == 0 and stats.get("finish_reason") == "finished"
         )
         return stats
+
+    @staticmethod
+    def _run_crawl_process(cmd: list[str], log_line: Callable[[str], None]) -> int:
+        """Run one crawl process to its end, forwarding its log; return its exit code."""
+        process = subprocess.Popen(
+            cmd,
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            preexec_fn=_terminate_with_parent,
+        )
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                log_line(line.rstrip())
+            return process.wait()
+        finally:
+            _stop_gracefully(process)
 
     def seen_keys(self) -> set[str]:
         """Item keys of every page the last crawl reached (changed or not)."""

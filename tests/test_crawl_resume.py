@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -54,6 +55,7 @@ def crawler_for(tmp_path, url) -> ScrapyCrawler:
 
 PARENT = """
 import sys
+import threading
 from resources.scrapy_crawler import ScrapyCrawler
 crawler = ScrapyCrawler.model_validate_json(sys.argv[1])
 crawler.crawl(lambda line: None)
@@ -95,3 +97,32 @@ def test_crawl_killed_with_its_run_process_resumes_where_it_stopped(tmp_path, si
     again = crawler.crawl(lambda line: None)
     assert again["resumed"] is False and again["ran_to_end"] is True
     assert again["items_unchanged"] == PAGES and again["items_saved"] == 0
+
+
+def test_crawl_process_killed_alone_is_restarted_and_resumes(tmp_path, site):
+    """The OOM killer (or anyone) SIGKILLs the crawl process but not its run: the crawl
+    restarts from its JOBDIR instead of failing the run (the soak test saw `rag run` exit 1)."""
+    crawler = crawler_for(tmp_path, site.url("/p0"))
+    raw = tmp_path / "raw"
+    killed = []
+
+    def kill_the_crawl_once():
+        deadline = time.monotonic() + 60
+        while len(list(raw.glob("item_*.json"))) < 6 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for child in psutil.Process().children(recursive=True):
+            if "crawler" in " ".join(child.cmdline()):
+                child.send_signal(signal.SIGKILL)
+                killed.append(child.pid)
+
+    killer = threading.Thread(target=kill_the_crawl_once)
+    killer.start()
+    lines: list[str] = []
+    stats = crawler.crawl(lines.append)
+    killer.join()
+
+    assert killed, "the test killed no crawl process"
+    assert stats["resumed"] is True and stats["ran_to_end"] is False  # never prunes
+    assert len(list(raw.glob("item_*.json"))) == PAGES
+    assert any("restarting it" in line for line in lines), lines[-5:]
+    assert not crawler.jobdir.exists()
