@@ -12,6 +12,7 @@ import os
 import re
 import tempfile
 from dataclasses import asdict, dataclass, field
+from operator import itemgetter
 from pathlib import Path
 
 SCHEMA_VERSION = 1
@@ -98,7 +99,7 @@ def scan_item_files(folder: Path) -> list[tuple[str, int]]:
                 found.append((key, entry.stat().st_mtime_ns))
             except FileNotFoundError:  # replaced between listing and stat
                 continue
-    found.sort(key=lambda pair: (pair[1], pair[0]))
+    found.sort(key=itemgetter(1, 0))  # by mtime, then key (a C key function: 100k files)
     return found
 
 
