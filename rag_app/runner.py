@@ -30,7 +30,7 @@ from rag_app.session import (
     signals_raise,
     stop_session_processes,
 )
-from rag_app.status import store_counts
+from rag_app.status import StoreCounts, item_keys_on_disk, store_counts
 from rag_core.constants import (
     CRAWL_JOB,
     EMBEDDED_METADATA,
@@ -49,6 +49,7 @@ from rag_core.redact import mask_secrets
 from rag_core.rekey import rekey_item_files
 from rag_core.server_state import state_path
 from rag_core.settings import PROJECT_ROOT, TOKEN_ENV, Settings, child_environment, new_token
+from rag_core.stores import StoreLockedError
 
 BIN = Path(sys.executable).parent
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
@@ -552,18 +553,39 @@ def crawl_problems(settings: Settings, since: float) -> dict:
     return {"start_failures": dict(stats.get("start_failures") or {})}
 
 
+# How long one progress read waits for a writer: a batch's commit can hold the DuckDB file
+# longer on a loaded machine, and the loop must keep watching the runs and the services.
+WATCH_READ_TIMEOUT_S = 2.0
+
+
+def watch_counts(settings: Settings, last: dict | None) -> tuple[dict, bool]:
+    """The store's counts for the progress line, and whether they are fresh: while a writer
+    holds the file, the last figures (a progress read never ends the session)."""
+    try:
+        counts = store_counts(settings.raw_dir, settings.duckdb_path, WATCH_READ_TIMEOUT_S)
+        return counts.as_dict(), True
+    except StoreLockedError:
+        if last is not None:
+            return last, False
+        files = len(item_keys_on_disk(settings.raw_dir))
+        return StoreCounts(files, 0, 0, 0, 0, 0).as_dict(), False
+
+
 def _watch(settings, home, crawl_run_id, started_at, wall_start, services, reporter) -> dict:
 
     deadline = time.monotonic() + settings.run_timeout_seconds
     note, note_at = "", 0.0
+    counts: dict | None = None
     with open_instance(home) as instance:
         while True:
             services.check_alive()
             records = _runs_since(instance, started_at)
             crawl = instance.get_run_by_id(crawl_run_id)
-            counts = store_counts(settings.raw_dir, settings.duckdb_path).as_dict()
-            if time.monotonic() >= note_at:  # one more read of the store, every 5 s
-                note, note_at = reindex_note(settings, counts["files"]), time.monotonic() + 5
+            counts, fresh = watch_counts(settings, counts)
+            if fresh and time.monotonic() >= note_at:  # one more read of the store, every 5 s
+                with contextlib.suppress(StoreLockedError):
+                    note = reindex_note(settings, counts["files"])
+                note_at = time.monotonic() + 5
             reporter.sample(Progress(time.time() - wall_start, counts, len(records), note))
             ingest = [r for r in records if r.dagster_run.tags.get(LANE_TAG) == LANE_INGEST]
             in_flight = any(r.dagster_run.status.value not in FINISHED for r in ingest)

@@ -52,9 +52,9 @@ def table_counts(db_path: Path, timeout_s: float = 30.0) -> dict[str, int]:
     return stores.store_at(db_path, timeout_s).table_counts()
 
 
-def store_counts(raw_dir: Path, db_path: Path) -> StoreCounts:
-    """Files on disk plus table counts."""
-    counts = table_counts(db_path)
+def store_counts(raw_dir: Path, db_path: Path, timeout_s: float = 30.0) -> StoreCounts:
+    """Files on disk plus table counts (waiting up to ``timeout_s`` for a writer)."""
+    counts = table_counts(db_path, timeout_s)
     return StoreCounts(
         files=len(item_keys_on_disk(raw_dir)),
         raw_items=counts["raw_items"],

@@ -119,3 +119,34 @@ def test_summary_ends_with_a_search_on_the_ingested_site_and_the_ui_command(tmp_
     assert words[2].endswith("rag") and words[3:] == ["search", "Installing on Windows"]
     assert " dev " in ui and ui.endswith("the Dagster UI at http://127.0.0.1:3000")
     assert ui.startswith(f"DATA_DIR={settings.data_dir} ")
+
+
+@pytest.mark.unit
+def test_progress_reads_keep_the_last_figures_while_another_process_holds_the_store(settings):
+    """A writer holding the DuckDB file past a progress tick must not end `rag run` (a
+    benchmark run under load died on the 30 s wait of one progress read)."""
+    import subprocess
+    import sys
+
+    from rag_app.runner import WATCH_READ_TIMEOUT_S, watch_counts
+    settings.duckdb_path.parent.mkdir(parents=True)
+    first, fresh = watch_counts(settings, None)
+    assert fresh and first["chunks"] == 0
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True);"
+         " time.sleep(60)", str(settings.duckdb_path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        last = {**first, "chunks": 7}
+        started = time.monotonic()
+        counts, fresh = watch_counts(settings, last)
+        assert not fresh and counts == last
+        assert time.monotonic() - started < WATCH_READ_TIMEOUT_S + 5
+    finally:
+        holder.kill()
+        holder.wait()
+    counts, fresh = watch_counts(settings, last)
+    assert fresh and counts["chunks"] == 0
