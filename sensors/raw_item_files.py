@@ -321,6 +321,9 @@ def evaluate_files(
     started = time.monotonic()
     instance = context.instance
     cursor = FilesCursor.parse(context.cursor)
+    # Items left waiting by an earlier tick (behind a run in flight, or the rest of a batch):
+    # however long they waited, no quiet spell has passed for them.
+    waited = bool(cursor.pending)
     scan_started_ns = time.time_ns()
     files = raw_store.scan()
     touched = cursor.touched(files)
@@ -387,7 +390,10 @@ def evaluate_files(
     now = time.time()
     # Batch mode ingests after the crawl with no cold-start cap; past MAX_BATCH_ITEMS or
     # MAX_BATCH_MB it takes several runs, one after the other (same stored result).
-    cold = mode == "streaming" and now - cursor.last_request_at > QUIET_SPELL_S
+    # A run longer than QUIET_SPELL_S (a slow machine, a large batch, Celery workers) is no
+    # quiet spell for the items that waited behind it: they go in one batch, not in small
+    # cold-start runs each paying a run's fixed cost.
+    cold = mode == "streaming" and not waited and now - cursor.last_request_at > QUIET_SPELL_S
     sizes = file_sizes(raw_store, pending[:max_items])
     batch, _ = choose_batch(pending, cold, max_items, max_bytes, sizes)
     if mode == "streaming":
