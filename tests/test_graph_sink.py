@@ -33,7 +33,7 @@ from rag_core.ids import canonical_url, item_key
 from rag_core.settings import PROJECT_ROOT, SettingsError
 from resources.graph_sink import GraphSinkAuthError, Neo4jGraphSink
 from sensors.graph_catch_up import failure_backoff_remaining, graph_catch_up
-from tests.graph_server import USER, ArcadeDBServer
+from tests.graph_server import USER, ArcadeDBServer, expected_counts, expected_links
 from tests.helpers import (
     RANGE_END,
     RANGE_START,
@@ -129,27 +129,11 @@ class Site:
 
     def expected_counts(self) -> dict[str, int]:
         """The graph's counts as DuckDB says they must be."""
-        pages = self.duck("SELECT count(*) FROM documents")[0][0]
-        chunk_count, with_chunks = self.duck(
-            "SELECT count(*), count(DISTINCT item_id) FROM chunks"
-        )[0]
-        return {
-            "pages": pages,
-            "chunks": chunk_count,
-            "has_chunk": chunk_count,
-            "next": chunk_count - with_chunks,
-            "links_to": len(self.expected_links()),
-        }
+        return expected_counts(self.duck)
 
     def expected_links(self) -> set[tuple[str, str]]:
         """(source, target) item keys of links between pages that DuckDB has documents for."""
-        docs = {r[0] for r in self.duck("SELECT item_id FROM documents")}
-        edges = set()
-        for item_id, links in self.duck(
-            "SELECT r.item_id, r.links FROM raw_items r JOIN documents USING (item_id)"
-        ):
-            edges |= {(item_id, item_key(u)) for u in links if item_key(u) in docs}
-        return {(s, t) for s, t in edges if s != t}
+        return expected_links(self.duck)
 
     def graph_links(self) -> set[tuple[str, str]]:
         rows = self.cypher(
