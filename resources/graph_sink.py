@@ -13,8 +13,9 @@ crawled later is connected to the pages that link to it when it arrives.
 Every write is a batched ``UNWIND $rows AS row MERGE ...`` inside one managed write
 transaction per group of pages (and a second one for its links, begun after the first
 committed, so that two writes at once still link each other's pages), so a rerun changes
-nothing and a retried transaction cannot leave half a group. The Cypher is what Neo4j 5 accepts; it is tested against
-ArcadeDB's Bolt plugin, which lacks only ``CREATE VECTOR INDEX`` (see ensure_schema).
+nothing and a retried transaction cannot leave half a group. The Cypher is what Neo4j 5
+accepts; it is tested against ArcadeDB's Bolt plugin, which lacks only ``CREATE VECTOR
+INDEX`` (see ensure_schema).
 
 The ``neo4j`` driver is imported inside the methods: with USE_NEO4J=false this
 resource is not even built, and building it never opens a connection.
