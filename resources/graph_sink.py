@@ -11,9 +11,11 @@ Graph model::
 crawled later is connected to the pages that link to it when it arrives.
 
 Every write is a batched ``UNWIND $rows AS row MERGE ...`` inside one managed write
-transaction per group of pages, so a rerun changes nothing and a retried transaction
-cannot leave half a group. The Cypher is what Neo4j 5 accepts; it is tested against
-ArcadeDB's Bolt plugin, which lacks only ``CREATE VECTOR INDEX`` (see ensure_schema).
+transaction per group of pages (and a second one for its links, begun after the first
+committed, so that two writes at once still link each other's pages), so a rerun changes
+nothing and a retried transaction cannot leave half a group. The Cypher is what Neo4j 5
+accepts; it is tested against ArcadeDB's Bolt plugin, which lacks only ``CREATE VECTOR
+INDEX`` (see ensure_schema).
 
 The ``neo4j`` driver is imported inside the methods: with USE_NEO4J=false this
 resource is not even built, and building it never opens a connection.
@@ -330,6 +332,11 @@ class Neo4jGraphSink(dg.ConfigurableResource):
         with self._driver() as driver, driver.session(database=self.database) as session:
             for group in _chunked(list(pages), self.pages_per_transaction):
                 summary.add(session.execute_write(self._write_group, group))
+                # The links in a second transaction, begun after the pages' commit: it sees
+                # every page committed before, so of two writes at once (several ingestion
+                # runs in flight) the later one links the pages of both. Inside the first
+                # transaction neither write would see the other's uncommitted pages.
+                summary.links += session.execute_write(self._link_group, group)
             if removed:
                 summary.pages_deleted += session.execute_write(self._delete_pages, list(removed))
         return summary
@@ -368,7 +375,6 @@ class Neo4jGraphSink(dg.ConfigurableResource):
                 {"source": a.chunk_id, "target": b.chunk_id}
                 for a, b in zip(ordered, ordered[1:], strict=False)
             ]
-        ids = [p.item_id for p in pages]
         summary = WriteSummary(pages=len(pages), chunks=len(chunk_rows), next_edges=len(next_rows))
         tx.run(UPSERT_PAGES, rows=page_rows).consume()
         summary.stale_chunks_deleted = _single_count(tx, DELETE_STALE_CHUNKS, rows=page_rows)
@@ -377,9 +383,14 @@ class Neo4jGraphSink(dg.ConfigurableResource):
         for rows in _chunked(next_rows, self.rows_per_statement * 4):
             tx.run(MERGE_NEXT, rows=list(rows)).consume()
         tx.run(DELETE_STALE_LINKS, rows=page_rows).consume()
-        summary.links = _single_count(tx, MERGE_OUTGOING_LINKS, rows=page_rows)
-        summary.links += _single_count(tx, MERGE_INCOMING_LINKS, ids=ids)
         return summary
+
+    @staticmethod
+    def _link_group(tx: neo4j.ManagedTransaction, pages: Sequence[GraphPage]) -> int:
+        """LINKS_TO edges from ``pages`` to the pages in the graph, and into them."""
+        rows = [{"item_id": p.item_id, "link_ids": list(p.link_ids)} for p in pages]
+        links = _single_count(tx, MERGE_OUTGOING_LINKS, rows=rows)
+        return links + _single_count(tx, MERGE_INCOMING_LINKS, ids=[p.item_id for p in pages])
 
     @staticmethod
     def _delete_pages(tx: neo4j.ManagedTransaction, ids: list[str]) -> int:

@@ -122,8 +122,18 @@ def lane_in_flight(instance: dg.DagsterInstance, lane: str, limit: int = 1) -> b
 
 def blocking_run(instance: dg.DagsterInstance, mode: str, max_runs: int = 1) -> str | None:
     """Why new items must wait: ``max_runs`` ingestion runs in flight (INGEST_MAX_CONCURRENT_RUNS;
-    more than one only with a store of many writers), or (batch mode) a crawl."""
-    if lane_in_flight(instance, LANE_INGEST, max_runs):
+    more than one only with a store of many writers), a prune or graph catch-up run in flight
+    (they share the lane but never run beside an ingestion run), or (batch mode) a crawl."""
+    lane = instance.get_run_records(
+        filters=dg.RunsFilter(statuses=IN_FLIGHT, tags={LANE_TAG: LANE_INGEST}), limit=max_runs
+    )
+    # With max_runs > 1 a free slot is not enough: a prune deletes partitions (shifting the
+    # range of a run beside it) and rows, a catch-up run writes the same pages to the graph.
+    # (Of more than max_runs runs in flight one may go unseen; the count alone blocks then.)
+    alone = sorted({r.dagster_run.job_name for r in lane if r.dagster_run.job_name != INGEST_JOB})
+    if alone:
+        return f"the {' and '.join(alone)} run in flight"
+    if len(lane) >= max_runs:
         return "the ingestion run in flight" if max_runs == 1 else f"{max_runs} ingestion runs"
     if mode == "batch" and lane_in_flight(instance, LANE_CRAWL):
         return "the crawl to finish (batch mode)"
@@ -313,6 +323,9 @@ def evaluate_files(
     started = time.monotonic()
     instance = context.instance
     cursor = FilesCursor.parse(context.cursor)
+    # Items left waiting by an earlier tick (behind a run in flight, or the rest of a batch):
+    # however long they waited, no quiet spell has passed for them.
+    waited = bool(cursor.pending)
     scan_started_ns = time.time_ns()
     files = raw_store.scan()
     touched = cursor.touched(files)
@@ -349,6 +362,10 @@ def evaluate_files(
             cursor=cursor.dump(),
         )
     blocker = blocking_run(instance, mode, max_runs)
+    if prune_due and max_runs > 1 and not blocker and lane_in_flight(instance, LANE_INGEST):
+        # A prune runs alone in the lane: with room for more ingestion runs, starting them
+        # would keep the lane busy for as long as pages arrive and the prune would never run.
+        blocker = "the lane to drain for the prune"
     if prune_due and not blocking_run(instance, mode):  # a prune runs alone in the lane
         # Removal first (it is quick); the waiting items go in the run after it.
         cursor.pending = pending
@@ -375,7 +392,10 @@ def evaluate_files(
     now = time.time()
     # Batch mode ingests after the crawl with no cold-start cap; past MAX_BATCH_ITEMS or
     # MAX_BATCH_MB it takes several runs, one after the other (same stored result).
-    cold = mode == "streaming" and now - cursor.last_request_at > QUIET_SPELL_S
+    # A run longer than QUIET_SPELL_S (a slow machine, a large batch, Celery workers) is no
+    # quiet spell for the items that waited behind it: they go in one batch, not in small
+    # cold-start runs each paying a run's fixed cost.
+    cold = mode == "streaming" and not waited and now - cursor.last_request_at > QUIET_SPELL_S
     sizes = file_sizes(raw_store, pending[:max_items])
     batch, _ = choose_batch(pending, cold, max_items, max_bytes, sizes)
     if mode == "streaming":

@@ -13,7 +13,7 @@ import os
 import secrets
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,3 +130,33 @@ def arcadedb_server(root: Path) -> Iterator[ArcadeDBServer]:
         yield server
     finally:
         server.stop()
+
+
+# -- what the graph must hold, derived from the item tables ----------------------------------------
+
+
+def expected_links(query: Callable[[str], list[tuple]]) -> set[tuple[str, str]]:
+    """(source, target) item keys of the links between pages the store has documents for;
+    ``query`` runs SQL on the store (a DuckDB file or the lake)."""
+    from rag_core.ids import item_key
+
+    docs = {r[0] for r in query("SELECT item_id FROM documents")}
+    edges = set()
+    for item_id, links in query(
+        "SELECT r.item_id, r.links FROM raw_items r JOIN documents USING (item_id)"
+    ):
+        edges |= {(item_id, item_key(u)) for u in links if item_key(u) in docs}
+    return {(s, t) for s, t in edges if s != t}
+
+
+def expected_counts(query: Callable[[str], list[tuple]]) -> dict[str, int]:
+    """The graph's counts (Neo4jGraphSink.counts) as the store's tables say they must be."""
+    pages = query("SELECT count(*) FROM documents")[0][0]
+    chunk_count, with_chunks = query("SELECT count(*), count(DISTINCT item_id) FROM chunks")[0]
+    return {
+        "pages": pages,
+        "chunks": chunk_count,
+        "has_chunk": chunk_count,
+        "next": chunk_count - with_chunks,
+        "links_to": len(expected_links(query)),
+    }

@@ -71,6 +71,16 @@ def test_local_vectors_are_normalised_and_meaningful(local_vectors):
     assert int(np.argmax(scores)) == 0
 
 
+def test_a_process_loads_the_model_once_for_many_embedders(local_vectors, caplog):
+    # A warm worker: every step builds its embedder anew, the model loads once per process.
+    before = embedding.model_loads()
+    assert before >= 1  # local_vectors loaded it
+    for text in ("first step", "second step", "third step"):
+        resource_embedder().embed([text])
+    assert embedding.model_loads() == before
+    assert embedding.MODEL_LOADED not in caplog.text
+
+
 @pytest.mark.e2e
 def test_server_gives_the_same_vectors_as_in_process(server, local_vectors, monkeypatch):
     assert server_client.health(server, TOKEN)["dimension"] == 384

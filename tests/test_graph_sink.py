@@ -33,7 +33,7 @@ from rag_core.ids import canonical_url, item_key
 from rag_core.settings import PROJECT_ROOT, SettingsError
 from resources.graph_sink import GraphSinkAuthError, Neo4jGraphSink
 from sensors.graph_catch_up import failure_backoff_remaining, graph_catch_up
-from tests.graph_server import USER, ArcadeDBServer
+from tests.graph_server import USER, ArcadeDBServer, expected_counts, expected_links
 from tests.helpers import (
     RANGE_END,
     RANGE_START,
@@ -129,27 +129,11 @@ class Site:
 
     def expected_counts(self) -> dict[str, int]:
         """The graph's counts as DuckDB says they must be."""
-        pages = self.duck("SELECT count(*) FROM documents")[0][0]
-        chunk_count, with_chunks = self.duck(
-            "SELECT count(*), count(DISTINCT item_id) FROM chunks"
-        )[0]
-        return {
-            "pages": pages,
-            "chunks": chunk_count,
-            "has_chunk": chunk_count,
-            "next": chunk_count - with_chunks,
-            "links_to": len(self.expected_links()),
-        }
+        return expected_counts(self.duck)
 
     def expected_links(self) -> set[tuple[str, str]]:
         """(source, target) item keys of links between pages that DuckDB has documents for."""
-        docs = {r[0] for r in self.duck("SELECT item_id FROM documents")}
-        edges = set()
-        for item_id, links in self.duck(
-            "SELECT r.item_id, r.links FROM raw_items r JOIN documents USING (item_id)"
-        ):
-            edges |= {(item_id, item_key(u)) for u in links if item_key(u) in docs}
-        return {(s, t) for s, t in edges if s != t}
+        return expected_links(self.duck)
 
     def graph_links(self) -> set[tuple[str, str]]:
         rows = self.cypher(
@@ -532,3 +516,69 @@ def test_graph_settings_never_hold_or_echo_the_password(tmp_path):
     graph = build_definitions(settings).resources["graph"]
     # A reference to the variable, resolved only when a run or a sensor tick uses the resource.
     assert isinstance(graph.password, dg.EnvVar) and graph.password == "NEO4J_PASSWORD"
+
+
+def test_two_graph_writes_at_once_keep_the_links_between_their_pages(graph_server):
+    """Two ingestion runs in flight (INGEST_MAX_CONCURRENT_RUNS > 1) write the graph at once:
+    each write must still link its pages to the other's, though neither saw the other's
+    pages uncommitted. The two writes are forced to interleave: each stops after writing its
+    pages until the other has written its own."""
+    import contextlib
+    import threading
+
+    import neo4j
+
+    from resources.graph_sink import UPSERT_PAGES, GraphPage
+
+    barrier = threading.Barrier(2, timeout=20)
+
+    class Interleaved(Neo4jGraphSink):
+        def _write_group(self, tx, pages):
+            run = tx.run
+
+            def paused(query, **params):
+                result = run(query, **params)
+                if query == UPSERT_PAGES:
+                    result.consume()
+                    with contextlib.suppress(threading.BrokenBarrierError):
+                        barrier.wait()  # broken only if the other write never got here
+                return result
+
+            tx.run = paused
+            return super()._write_group(tx, pages)
+
+    sink = Interleaved(uri=graph_server.uri, user=USER, password=graph_server.password)
+    sink.ensure_schema()
+    pages = [GraphPage("race-a", f"{SITE}/race-a", "A", "ha", ["race-b"]),
+             GraphPage("race-b", f"{SITE}/race-b", "B", "hb", ["race-a"])]  # fmt: skip
+    errors: list[BaseException] = []
+
+    def write(page):
+        try:
+            sink.write_pages([page])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(p,)) for p in pages]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors
+        with (
+            neo4j.GraphDatabase.driver(
+                graph_server.uri, auth=(USER, graph_server.password)
+            ) as driver,
+            driver.session(database="neo4j") as session,
+        ):
+            links = session.run(
+                "MATCH (a:Page)-[:LINKS_TO]->(b:Page) WHERE a.item_id STARTS WITH 'race-' "
+                "RETURN a.item_id AS s, b.item_id AS t"
+            )
+            assert {(r["s"], r["t"]) for r in links} == {
+                ("race-a", "race-b"),
+                ("race-b", "race-a"),
+            }
+    finally:
+        sink.write_pages([], removed=["race-a", "race-b"])

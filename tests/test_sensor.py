@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import dagster as dg
@@ -10,7 +11,7 @@ from dagster._core.storage.dagster_run import DagsterRun
 
 from rag_core.batches import read_manifest
 from rag_core.constants import BATCH_ITEMS_TAG, INGEST_JOB, ITEMS_PARTITIONS, LANE_TAG, MANIFEST_TAG
-from sensors.raw_item_files import build_raw_item_files_sensor
+from sensors.raw_item_files import COLD_START_BATCH, QUIET_SPELL_S, build_raw_item_files_sensor
 from tests.helpers import evaluate_sensor, write_page
 
 raw_item_files = build_raw_item_files_sensor("streaming")
@@ -145,3 +146,24 @@ def test_rewritten_file_is_requested_again_in_a_fixed_order(instance, tmp_path):
     assert (tags[RANGE_START], tags[RANGE_END]) == (keys[1], added)
     assert tags[BATCH_ITEMS_TAG] == "2"
     assert read_manifest(raw, tags[MANIFEST_TAG]) == [keys[1], added]
+
+
+def test_items_that_waited_behind_a_long_run_are_not_a_cold_start(instance, tmp_path, monkeypatch):
+    raw = tmp_path / "raw"
+    for i in range(30):
+        write_page(raw, f"http://site.test/p{i}", f"P{i}", "<p>x</p>")
+    first = evaluate_sensor(instance, raw)
+    assert [r.tags[BATCH_ITEMS_TAG] for r in first.run_requests] == [str(COLD_START_BATCH)]
+    run = add_run(instance, dg.DagsterRunStatus.STARTED)
+    # The run takes longer than a quiet spell (a slow machine, a big batch, Celery workers);
+    # the other items wait for it all along: when it ends that is no quiet spell, and they
+    # go in one run rather than in cold-start batches, one slow run after another.
+    later = time.time() + QUIET_SPELL_S + 30
+    monkeypatch.setattr(time, "time", lambda: later)
+    waiting = evaluate_sensor(instance, raw, first.cursor)
+    assert not waiting.run_requests
+    instance.report_run_failed(run)
+    go = evaluate_sensor(instance, raw, waiting.cursor)
+    # The 22 that waited, and the 8 of the failed run (the stores lack them: reconciliation
+    # asks for them again), in one run.
+    assert [r.tags[BATCH_ITEMS_TAG] for r in go.run_requests] == ["30"]

@@ -11,7 +11,14 @@ import pytest
 from dagster._core.storage.dagster_run import DagsterRun
 
 from rag_core import prune
-from rag_core.constants import BATCH_ITEMS_TAG, INGEST_JOB, ITEMS_PARTITIONS, LANE_TAG, PRUNE_JOB
+from rag_core.constants import (
+    BATCH_ITEMS_TAG,
+    GRAPH_CATCH_UP_JOB,
+    INGEST_JOB,
+    ITEMS_PARTITIONS,
+    LANE_TAG,
+    PRUNE_JOB,
+)
 from resources.raw_items import RawItemStore
 from sensors.raw_item_files import PRUNE_BACKOFF_S, build_raw_item_files_sensor
 from sensors.testing import raw_item_files_context
@@ -123,3 +130,49 @@ def test_choose_batch_always_takes_one_and_keeps_order():
         ["a", "b"],
         ["c"],
     )
+
+
+# -- several ingestion runs at once (INGEST_MAX_CONCURRENT_RUNS > 1): a prune still runs alone --
+
+lanes_of_two = build_raw_item_files_sensor("streaming", max_runs=2)
+
+
+def add_lane_run(inst, job_name, status=dg.DagsterRunStatus.STARTED):
+    run = DagsterRun(
+        job_name=job_name, run_id=str(uuid.uuid4()), status=status, tags={LANE_TAG: "ingest"}
+    )
+    inst.run_storage.add_run(run)
+    return run
+
+
+@pytest.mark.parametrize("job_name", [PRUNE_JOB, GRAPH_CATCH_UP_JOB])
+@pytest.mark.parametrize("status", [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED])
+def test_no_ingestion_run_starts_beside_a_prune_or_catch_up_run(
+    instance, tmp_path, job_name, status
+):
+    raw = tmp_path / "raw"
+    # A prune deletes partitions and rows, a catch-up run writes the same pages to the graph:
+    # with room for two ingestion runs, the one of them in flight must still run alone.
+    run = add_lane_run(instance, job_name, status)
+    write_page(raw, "http://site.test/a", "A", "<p>a</p>")
+    waiting = evaluate_sensor(instance, raw, sensor=lanes_of_two)
+    assert not waiting.run_requests
+    assert job_name in waiting.skip_reason.skip_message
+    instance.report_run_failed(run)
+    go = evaluate_sensor(instance, raw, waiting.cursor, sensor=lanes_of_two)
+    assert [r.job_name for r in go.run_requests] == [INGEST_JOB]
+
+
+def test_a_due_prune_gets_the_lane_before_more_ingestion_runs(instance, tmp_path):
+    raw = tmp_path / "raw"
+    first = evaluate_sensor(instance, raw / "none", sensor=lanes_of_two)
+    ingesting = add_lane_run(instance, INGEST_JOB)
+    prune.add_removals(raw, {"0123456789abcdef": "gone"})
+    write_page(raw, "http://site.test/a", "A", "<p>a</p>")
+    # One ingestion run in flight and room for another, but a prune is due: new items wait
+    # until the lane drains, or ingestion would keep the lane busy and the prune never run.
+    waiting = evaluate_sensor(instance, raw, first.cursor, sensor=lanes_of_two)
+    assert not waiting.run_requests
+    instance.report_run_failed(ingesting)
+    pruning = evaluate_sensor(instance, raw, waiting.cursor, sensor=lanes_of_two)
+    assert [r.job_name for r in pruning.run_requests] == [PRUNE_JOB]

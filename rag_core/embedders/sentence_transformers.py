@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -159,10 +160,29 @@ def encode(model: Any, texts: list[str], batch_size: int) -> np.ndarray:
     return vectors.float().cpu().numpy().astype(np.float32, copy=False)
 
 
+# Models this process loaded with torch. A warm process (a Celery worker, the embedding
+# server) loads once however many steps it embeds; the distributed test reads the log line.
+_model_loads = 0
+MODEL_LOADED = "embedding model loaded"
+
+
+def model_loads() -> int:
+    """How many times this process loaded an embedding model with torch."""
+    return _model_loads
+
+
 @lru_cache(maxsize=8)
 def _loaded(name: str, dtype: str, threads: int) -> Any:
     # One loaded model per process and configuration: a run embeds all its items with it.
-    return load_model(name, dtype, threads)
+    global _model_loads
+    started = time.monotonic()
+    model = load_model(name, dtype, threads)
+    _model_loads += 1
+    log.info(
+        "%s: %s (%s) in %.1f s; process %d has loaded %d model(s)",
+        MODEL_LOADED, name, dtype, time.monotonic() - started, os.getpid(), _model_loads,
+    )  # fmt: skip
+    return model
 
 
 @lru_cache(maxsize=8)
