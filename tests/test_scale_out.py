@@ -69,14 +69,14 @@ def snapshot(settings) -> dict:
 def single_node(root: Path, raw_src: Path, keys: list[str]) -> dict:
     """The reference: today's local profile (in-process executor, one DuckDB file)."""
     from rag_assets.definitions import build_definitions
-    from rag_assets.ingest import chunks, documents, embeddings, raw_items
+    from rag_assets.ingest import ingest_batch
 
     settings = settings_for(root, EMBEDDING_SERVER="false", MAX_BATCH_ITEMS="1000")
     shutil.copytree(raw_src, settings.raw_dir)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("items", keys)
         result = dg.materialize(
-            [raw_items, documents, chunks, embeddings],
+            [ingest_batch],
             instance=instance,
             resources=build_definitions(settings).resources,
             tags={
@@ -214,7 +214,7 @@ def scaled(tmp_path_factory):
                 runs = [
                     r for r in instance.get_run_records(dg.RunsFilter(job_name=INGEST_JOB))
                 ]
-                steps = step_workers(instance, "embeddings")
+                steps = step_workers(instance, "ingest_batch")
             yield {
                 "reference": reference,
                 "lake": snapshot(reader),
@@ -236,7 +236,7 @@ def wait_for_all(cluster: Cluster, instance, reader, keys: list[str]) -> dict:
     stored = 0
     while time.monotonic() < deadline:
         if not killed:
-            started = step_workers(instance, "embeddings")
+            started = step_workers(instance, "ingest_batch")
             if started:
                 run_id, worker = started[0]
                 name = worker.split("@")[0]
