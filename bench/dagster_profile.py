@@ -21,7 +21,7 @@ KEPT_METADATA = ("items", "embedded", "reused", "encode_s", "elapsed_s", "chunks
 # (rag_assets/ingest.py), and when the encoder first got work.
 STEP_PHASES = (
     "read_s", "extract_s", "chunk_s", "stage_s", "publish_s", "log_events_s",
-    "item_metadata_s", "wait_for_encoder_s", "first_encode_after_s",
+    "wait_for_encoder_s", "first_encode_after_s",
 )  # fmt: skip
 
 

@@ -18,8 +18,8 @@ the sub-batch's rows, so every rerun is safe. A broken item is recorded in ``ing
 The UI still shows the four assets, their lineage and their per-partition status: each
 sub-batch logs the raw_items, documents and chunks materialisations of its partitions as soon
 as it is published (so those events are written while the model encodes the next one), and
-the step's one output, embeddings, materialises every partition of the run at its end, with
-each item's own figures (vectors, error) as that partition's metadata.
+the step's one output, embeddings, materialises every partition of the run at its end (so
+graph_pages and the asset checks still follow it in the run).
 """
 
 import time
@@ -289,9 +289,14 @@ def _error_text(batch: Prepared, key: str) -> str:
     return f"{stage_error[0]}: {stage_error[1]}"[:500] if stage_error else "none"
 
 
-def log_upstream_materializations(context: dg.AssetExecutionContext, batch: Prepared) -> None:
+def log_upstream_materializations(
+    context: dg.AssetExecutionContext, batch: Prepared, published: set[str]
+) -> None:
     """raw_items, documents and chunks of each partition of ``batch``, with the item's own
-    figures: written while the encoder works on the next sub-batch."""
+    figures (the chunks one also says how many vectors the item has now, so a page's whole
+    story is on its partitions without an extra observation event): written while the encoder
+    works on the next sub-batch. The embeddings materialisations carry the run's figures only:
+    ``add_asset_metadata(partition_key=...)`` reloads every dynamic partition key per call."""
     per_item_chunks: dict[str, int] = {}
     for row in batch.chunks:
         per_item_chunks[row[1]] = per_item_chunks.get(row[1], 0) + 1
@@ -303,7 +308,14 @@ def log_upstream_materializations(context: dg.AssetExecutionContext, batch: Prep
         events = (
             (RAW_ITEMS_ASSET, raw_meta),
             (DOCUMENTS_ASSET, {"words": batch.words.get(key, 0), "error": error}),
-            (CHUNKS_ASSET, {"chunks": per_item_chunks.get(key, 0), "error": error}),
+            (
+                CHUNKS_ASSET,
+                {
+                    "chunks": per_item_chunks.get(key, 0),
+                    "vectors": per_item_chunks.get(key, 0) if key in published else 0,
+                    "error": error,
+                },
+            ),
         )
         for asset, meta in events:
             context.log_event(
@@ -389,7 +401,6 @@ def ingest_batch(
     computed_where = ""
     first_stored_at = None
     first_encode_started = None
-    per_item: dict[str, dict] = {}
 
     def encode(todo: list[tuple]) -> tuple:
         nonlocal first_encode_started
@@ -412,15 +423,7 @@ def ingest_batch(
         totals.embedded += len(batch.todo)
         totals.reused += len(batch.chunks) - len(batch.todo)
         totals.published += len(published)
-        log_upstream_materializations(context, batch)
-        vectors_per_item: dict[str, int] = {}
-        for row in batch.chunks:
-            vectors_per_item[row[1]] = vectors_per_item.get(row[1], 0) + 1
-        for key in batch.keys:
-            per_item[key] = {
-                "vectors": dg.MetadataValue.int(vectors_per_item.get(key, 0)),
-                "error": _error_text(batch, key),
-            }
+        log_upstream_materializations(context, batch, set(published))
         totals.add_s("log_events_s", t)
         held.release(len(batch.keys))
 
@@ -436,12 +439,6 @@ def ingest_batch(
         while pending:
             finish(*pending.popleft())
 
-    # Each item's own figures on its embeddings partition (one event per partition, not an
-    # extra observation).
-    t = time.monotonic()
-    for key, meta in per_item.items():
-        context.add_asset_metadata(meta, asset_key=EMBEDDINGS_ASSET, partition_key=key)
-    totals.add_s("item_metadata_s", t)
     errors = sum(totals.errors.values())
     if errors:
         context.log.warning(f"{errors} item(s) not ingested: {list(totals.error_items)[:5]}")

@@ -92,10 +92,10 @@ def test_batch_ingests_good_items_and_records_bad_ones(instance, site):
     for asset, partitions in per_item.items():
         assert set(partitions) == {*keys, broken, empty}, asset
     assert per_item["raw_items"][keys[0]]["title"] == "Install"
-    assert per_item["embeddings"][keys[0]]["vectors"] > 1
-    assert per_item["chunks"][keys[0]]["chunks"] == per_item["embeddings"][keys[0]]["vectors"]
-    assert per_item["embeddings"][broken]["vectors"] == 0
-    assert "not valid JSON" in per_item["embeddings"][broken]["error"]
+    assert per_item["chunks"][keys[0]]["vectors"] > 1
+    assert per_item["chunks"][keys[0]]["chunks"] == per_item["chunks"][keys[0]]["vectors"]
+    assert per_item["chunks"][broken]["vectors"] == 0
+    assert "not valid JSON" in per_item["chunks"][broken]["error"]
     assert "no main text" in per_item["documents"][empty]["error"]
     assert not result.get_asset_observation_events()
 
