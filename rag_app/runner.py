@@ -49,6 +49,7 @@ from rag_core.redact import mask_secrets
 from rag_core.rekey import rekey_item_files
 from rag_core.server_state import state_path
 from rag_core.settings import PROJECT_ROOT, TOKEN_ENV, Settings, child_environment, new_token
+from rag_core.stores import StoreLockedError
 
 BIN = Path(sys.executable).parent
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
@@ -552,19 +553,34 @@ def crawl_problems(settings: Settings, since: float) -> dict:
     return {"start_failures": dict(stats.get("start_failures") or {})}
 
 
+def progress_counts(settings: Settings) -> dict | None:
+    """The store's counts for the progress line, or None when a writer held the file past the
+    read's wait (a loaded machine, a long publish): the progress line then skips a beat. It
+    must never fail the run it only reports on (it did, killing `rag run` at load 15-20)."""
+    try:
+        return store_counts(settings.raw_dir, settings.duckdb_path).as_dict()
+    except StoreLockedError:
+        return None
+
+
 def _watch(settings, home, crawl_run_id, started_at, wall_start, services, reporter) -> dict:
 
     deadline = time.monotonic() + settings.run_timeout_seconds
     note, note_at = "", 0.0
+    counts: dict | None = None
     with open_instance(home) as instance:
         while True:
             services.check_alive()
             records = _runs_since(instance, started_at)
             crawl = instance.get_run_by_id(crawl_run_id)
-            counts = store_counts(settings.raw_dir, settings.duckdb_path).as_dict()
-            if time.monotonic() >= note_at:  # one more read of the store, every 5 s
-                note, note_at = reindex_note(settings, counts["files"]), time.monotonic() + 5
-            reporter.sample(Progress(time.time() - wall_start, counts, len(records), note))
+            sampled = progress_counts(settings)
+            if sampled is not None and time.monotonic() >= note_at:  # every 5 s
+                with contextlib.suppress(StoreLockedError):
+                    note = reindex_note(settings, sampled["files"])
+                note_at = time.monotonic() + 5
+            counts = sampled or counts
+            if counts is not None:
+                reporter.sample(Progress(time.time() - wall_start, counts, len(records), note))
             ingest = [r for r in records if r.dagster_run.tags.get(LANE_TAG) == LANE_INGEST]
             in_flight = any(r.dagster_run.status.value not in FINISHED for r in ingest)
             if crawl is not None and crawl.status.value in FINISHED and not in_flight:

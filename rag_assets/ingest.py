@@ -145,7 +145,9 @@ class Totals:
     documents: int = 0
     words: int = 0
     chunks: int = 0
-    tokens: list[int] = field(default_factory=list)
+    # Token counts as running figures: nothing per chunk outlives its sub-batch.
+    tokens_sum: int = 0
+    tokens_max: int = 0
     embedded: int = 0
     reused: int = 0
     published: int = 0
@@ -250,7 +252,8 @@ def prepare(
     totals.documents += len(docs)
     totals.words += sum(d[5] for d in docs.values())
     totals.chunks += len(chunk_rows)
-    totals.tokens.extend(r[5] for r in chunk_rows)
+    totals.tokens_sum += sum(r[5] for r in chunk_rows)
+    totals.tokens_max = max([totals.tokens_max, *(r[5] for r in chunk_rows)])
     if not totals.preview and docs:
         first = next(iter(docs.values()))
         totals.preview = f"**{first[2]}**\n\n{first[3][:PREVIEW_CHARS]}"
@@ -401,11 +404,14 @@ def ingest_batch(
     computed_where = ""
     first_stored_at = None
     first_encode_started = None
+    items_read_at_first_encode = 0
 
     def encode(todo: list[tuple]) -> tuple:
-        nonlocal first_encode_started
+        nonlocal first_encode_started, items_read_at_first_encode
         t0 = time.monotonic()
-        first_encode_started = first_encode_started or t0
+        if first_encode_started is None:
+            first_encode_started = t0
+            items_read_at_first_encode = items_read
         matrix, where = model.embed([r[4] for r in todo]) if todo else (None, "")
         return matrix, where, time.monotonic() - t0
 
@@ -429,10 +435,12 @@ def ingest_batch(
 
     # One worker encodes sub-batch N while this thread prepares N+1 and publishes N-1.
     pending: deque[tuple[Prepared, Future]] = deque()
+    items_read = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode") as pool:
         for sub in sub_batches(keys, FIRST_SUB_BATCH_ITEMS, SUB_BATCH_ITEMS):
             held.hold(len(sub))
             batch = prepare(sub, raw_store, store, chunker, fingerprint, context.run_id, totals)
+            items_read += len(sub)
             pending.append((batch, pool.submit(encode, batch.todo)))
             while len(pending) >= PIPELINE_DEPTH:
                 finish(*pending.popleft())
@@ -457,9 +465,9 @@ def ingest_batch(
             "chunks": dg.MetadataValue.int(totals.chunks),
             "max_tokens_per_chunk": dg.MetadataValue.int(chunker.max_tokens),
             "mean_tokens": dg.MetadataValue.float(
-                round(sum(totals.tokens) / len(totals.tokens), 1) if totals.tokens else 0.0
+                round(totals.tokens_sum / totals.chunks, 1) if totals.chunks else 0.0
             ),
-            "largest_chunk_tokens": dg.MetadataValue.int(max(totals.tokens, default=0)),
+            "largest_chunk_tokens": dg.MetadataValue.int(totals.tokens_max),
             "embeddings": dg.MetadataValue.int(totals.chunks),
             EMBEDDED_METADATA: dg.MetadataValue.int(totals.embedded),
             REUSED_METADATA: dg.MetadataValue.int(totals.reused),
@@ -481,6 +489,9 @@ def ingest_batch(
             "first_encode_after_s": dg.MetadataValue.float(
                 round(first_encode_started - started, 3) if first_encode_started else 0.0
             ),
+            # Items read when the encoder got its first sub-batch: the model starts after the
+            # first sub-batch, not after the whole batch went through the other stages.
+            "items_read_at_first_encode": dg.MetadataValue.int(items_read_at_first_encode),
             "sub_batch_items": dg.MetadataValue.int(SUB_BATCH_ITEMS),
             # Items held between reading and publishing at the worst moment: bounded by
             # PIPELINE_DEPTH * SUB_BATCH_ITEMS, whatever the batch size.

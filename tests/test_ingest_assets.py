@@ -186,8 +186,9 @@ def test_memory_is_bounded_by_the_sub_batch_not_the_batch(instance, settings, mo
     assert meta["published_items"] == 20
     stored = {r[0] for r in rows(settings, "SELECT DISTINCT item_id FROM embeddings")}
     assert stored == set(keys)
-    # The encoder started on the first (one-item) sub-batch, not after the whole batch.
-    assert meta["first_encode_after_s"] < meta["elapsed_s"] / 2
+    # The encoder got its first (one-item) sub-batch before the rest of the batch was read:
+    # at most the next sub-batch was prepared meanwhile.
+    assert 1 <= meta["items_read_at_first_encode"] <= 1 + 3
 
 
 def test_asset_checks_catch_missing_wrong_and_non_finite_vectors(instance, site, tmp_path):

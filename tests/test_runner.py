@@ -119,3 +119,33 @@ def test_summary_ends_with_a_search_on_the_ingested_site_and_the_ui_command(tmp_
     assert words[2].endswith("rag") and words[3:] == ["search", "Installing on Windows"]
     assert " dev " in ui and ui.endswith("the Dagster UI at http://127.0.0.1:3000")
     assert ui.startswith(f"DATA_DIR={settings.data_dir} ")
+
+
+def test_progress_skips_a_beat_while_a_writer_holds_the_store(tmp_path, monkeypatch):
+    """A loaded machine: another process holds the DuckDB file past the progress read's wait.
+    The progress line skips that sample; it does not fail `rag run` (it did, at load 15-20)."""
+    import subprocess
+    import sys
+
+    import rag_app.status
+    from rag_app.runner import progress_counts
+    from tests.helpers import settings_for
+
+    settings = settings_for(tmp_path / "data")
+    settings.raw_dir.mkdir(parents=True, exist_ok=True)
+    assert progress_counts(settings) is not None  # no store yet: zeros, no wait
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); "
+         "con.execute('CREATE TABLE t (x INT)'); print('held', flush=True); time.sleep(30)",
+         str(settings.duckdb_path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(rag_app.status.table_counts, "__defaults__", (0.5,))
+        assert progress_counts(settings) is None
+    finally:
+        holder.kill()
+        holder.wait()
+    assert progress_counts(settings)["raw_items"] == 0
