@@ -17,6 +17,12 @@ from pathlib import Path
 from rag_core.constants import BATCH_ITEMS_TAG, LANE_TAG
 
 KEPT_METADATA = ("items", "embedded", "reused", "encode_s", "elapsed_s", "chunks", "computed")
+# Where the ingest step's own thread spends its time while the encoder works beside it
+# (rag_assets/ingest.py), and when the encoder first got work.
+STEP_PHASES = (
+    "read_s", "extract_s", "chunk_s", "stage_s", "publish_s", "log_events_s",
+    "wait_for_encoder_s", "first_encode_after_s",
+)  # fmt: skip
 
 
 def profile(dagster_home: Path, t0: float) -> dict:
@@ -83,7 +89,11 @@ def _run(instance, record, t0: float) -> dict:
             # One materialization per partition, all with the step's metadata: keep the first.
             meta.setdefault(
                 mat.asset_key.to_user_string(),
-                {k: getattr(v, "value", v) for k, v in mat.metadata.items() if k in KEPT_METADATA},
+                {
+                    k: getattr(v, "value", v)
+                    for k, v in mat.metadata.items()
+                    if k in KEPT_METADATA or k in STEP_PHASES
+                },
             )
 
     def rel(ts: float | None) -> float | None:
@@ -136,6 +146,12 @@ def totals(runs: list[dict]) -> dict:
         "ingest_plan_s": round(sum(r["plan_s"] or 0 for r in ingest), 2),
         "ingest_queue_s": round(sum(r["queue_s"] or 0 for r in ingest), 2),
         "ingest_events": sum(r["events"] for r in ingest),
+        "ingest_items": sum(r["items"] for r in ingest),
+        "ingest_step_phases_s": {
+            phase: round(sum(float(r["embeddings"].get(phase) or 0) for r in ingest), 2)
+            for phase in STEP_PHASES
+            if any(phase in r["embeddings"] for r in ingest)
+        },
         "ingest_launch_s": round(sum(r["launch_s"] or 0 for r in ingest), 2),
         "ingest_run_s": round(sum(r["run_s"] or 0 for r in ingest), 2),
         "ingest_steps_s": steps,
@@ -174,7 +190,16 @@ def markdown(name: str, prof: dict, phases: dict) -> str:
         f"launch {prof['ingest_launch_s']} s, run {prof['ingest_run_s']} s (steps: {steps}), "
         f"of which embedder calls {prof['ingest_encode_s']} s; gaps between ingestion runs "
         f"(sensor tick): {prof['gaps_between_ingest_runs_s']} s; "
-        f"{prof['ingest_events']} Dagster events written by the ingestion runs.",
+        f"{prof['ingest_events']} Dagster events written by the ingestion runs"
+        + (
+            f" ({prof['ingest_events'] / prof['ingest_items']:.1f} per item)."
+            if prof.get("ingest_items")
+            else "."
+        ),
         "",
     ]
+    phases_s = prof.get("ingest_step_phases_s") or {}
+    if phases_s:
+        shown = ", ".join(f"{k.removesuffix('_s')} {v}" for k, v in phases_s.items())
+        lines += [f"Inside the ingest step (its thread; the encoder works beside it): {shown}", ""]
     return "\n".join(lines)

@@ -2,12 +2,12 @@
 
 import dagster as dg
 
-from rag_assets.ingest import embeddings
+from rag_core.constants import EMBEDDINGS_ASSET
 from resources.duckdb_store import DuckDBStore
 from resources.embedder import EmbedderResource
 
 
-@dg.asset_check(asset=embeddings, description="Every stored chunk has exactly one vector.")
+@dg.asset_check(asset=EMBEDDINGS_ASSET, description="Every stored chunk has exactly one vector.")
 def every_chunk_embedded(duckdb: DuckDBStore) -> dg.AssetCheckResult:
     """Fails when chunks have no vector (or a vector outlived its chunk)."""
     store = duckdb.get_store()
@@ -25,7 +25,7 @@ def every_chunk_embedded(duckdb: DuckDBStore) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset=embeddings, description="Every vector has the model's dimension.")
+@dg.asset_check(asset=EMBEDDINGS_ASSET, description="Every vector has the model's dimension.")
 def embedding_dimension_matches_model(
     duckdb: DuckDBStore, embedder: EmbedderResource
 ) -> dg.AssetCheckResult:
@@ -46,7 +46,7 @@ def embedding_dimension_matches_model(
     )
 
 
-@dg.asset_check(asset=embeddings, description="No vector holds NaN or infinity.")
+@dg.asset_check(asset=EMBEDDINGS_ASSET, description="No vector holds NaN or infinity.")
 def embeddings_are_finite(duckdb: DuckDBStore) -> dg.AssetCheckResult:
     """Fails when any vector component is NaN or infinite (a broken model or dtype)."""
     store = duckdb.get_store()
@@ -56,7 +56,7 @@ def embeddings_are_finite(duckdb: DuckDBStore) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=bad == 0, metadata={"non_finite_vectors": bad})
 
 
-@dg.asset_check(asset=embeddings, description="All vectors share one index fingerprint.")
+@dg.asset_check(asset=EMBEDDINGS_ASSET, description="All vectors share one index fingerprint.")
 def one_index_fingerprint(duckdb: DuckDBStore) -> dg.AssetCheckResult:
     """Fails while vectors of two index fingerprints (model weights, dtype, chunking) remain:
     after a completed re-index every page is on the current one."""

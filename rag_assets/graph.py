@@ -12,11 +12,10 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from rag_assets.ingest import embeddings
 from rag_assets.jobs import graph_catch_up_job
 from rag_assets.partitions import items_partitions
 from rag_core import ids
-from rag_core.constants import ITEMS_METADATA
+from rag_core.constants import EMBEDDINGS_ASSET, ITEMS_METADATA
 from rag_core.settings import Settings
 from resources.duckdb_store import DuckDBStore
 from resources.graph_sink import (
@@ -75,7 +74,7 @@ def read_pages(duckdb: DuckDBStore, keys: Sequence[str]) -> tuple[list[GraphPage
 @dg.asset(
     partitions_def=items_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[embeddings],
+    deps=[EMBEDDINGS_ASSET],
     group_name=GROUP,
     kinds={"neo4j"},
     retry_policy=GRAPH_RETRY,

@@ -13,6 +13,9 @@ CRAWL_JOB = "crawl_site"
 INGEST_JOB = "ingest_items"
 PRUNE_JOB = "prune_removed_pages"
 GRAPH_CATCH_UP_JOB = "graph_catch_up"
+# The ingestion job's one step: the multi-asset that streams a batch through raw_items,
+# documents, chunks and embeddings (rag_assets/ingest.py).
+INGEST_STEP = "ingest_batch"
 
 # Sensors.
 RAW_ITEM_FILES_SENSOR = "raw_item_files"

@@ -13,10 +13,10 @@ import time
 import dagster as dg
 
 from rag_assets.graph import graph_pages
-from rag_assets.ingest import embeddings
 from rag_assets.jobs import graph_catch_up_job
 from rag_core.constants import (
     BATCH_ITEMS_TAG,
+    EMBEDDINGS_ASSET,
     GRAPH_CATCH_UP_JOB,
     GRAPH_CATCH_UP_SENSOR,
     ITEMS_PARTITIONS,
@@ -37,7 +37,9 @@ def stale_partitions(instance: dg.DagsterInstance) -> list[str]:
     storage = instance.event_log_storage
     event = dg.DagsterEventType.ASSET_MATERIALIZATION
     # Storage ids grow with every event, so comparing them orders the two materializations.
-    embedded = storage.get_latest_storage_id_by_partition(embeddings.key, event)
+    embedded = storage.get_latest_storage_id_by_partition(
+        dg.AssetKey(EMBEDDINGS_ASSET), event
+    )
     written = storage.get_latest_storage_id_by_partition(graph_pages.key, event)
     stale = {key for key, sid in embedded.items() if sid > written.get(key, -1)}
     if not stale:

@@ -256,10 +256,11 @@ RANGE_END = "dagster/asset_partition_range_end"
 
 
 def ingest_assets() -> list:
-    """The four ingestion assets, in the order a run of the ingestion job materialises them."""
-    from rag_assets.ingest import chunks, documents, embeddings, raw_items
+    """The ingestion assets: one multi-asset materialising raw_items, documents, chunks and
+    embeddings in one step."""
+    from rag_assets.ingest import ingest_batch
 
-    return [raw_items, documents, chunks, embeddings]
+    return [ingest_batch]
 
 
 def evaluate_sensor(instance, raw_dir: Path, cursor: str | None = None, sensor=None):

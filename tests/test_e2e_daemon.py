@@ -246,7 +246,7 @@ def test_killed_ingestion_run_recovers_to_identical_stores(streamed, site, tmp_p
             ):
                 run_id = record.dagster_run.run_id
                 pid = _engine_pid(instance, run_id)
-                if pid and _step_started(instance, run_id, "embeddings"):
+                if pid and _step_started(instance, run_id, "ingest_batch"):
                     os.kill(pid, signal.SIGKILL)
                     killed = run_id
     output, _ = proc.communicate(timeout=400)

@@ -216,7 +216,7 @@ def test_ingestion_and_search_with_the_fake_provider(tmp_path):
     from rag_app.search import search
     from rag_assets.checks import embedding_dimension_matches_model, one_index_fingerprint
     from rag_assets.definitions import build_definitions
-    from rag_assets.ingest import chunks, documents, embeddings, raw_items
+    from rag_assets.ingest import ingest_batch
     from resources.duckdb_store import DuckDBStore
 
     settings = settings_for(tmp_path / "data", EMBEDDING_PROVIDER="fake", EMBEDDING_SERVER="false")
@@ -232,7 +232,7 @@ def test_ingestion_and_search_with_the_fake_provider(tmp_path):
         order = instance.get_dynamic_partitions("items")
         first, last = sorted(keys, key=order.index)[:: len(keys) - 1]
         result = dg.materialize(
-            [raw_items, documents, chunks, embeddings],
+            [ingest_batch],
             instance=instance,
             resources=resources,
             tags={

@@ -20,7 +20,7 @@ from dagster._core.storage.dagster_run import DagsterRun
 
 from rag_assets.definitions import build_definitions
 from rag_assets.graph import graph_pages
-from rag_assets.ingest import chunks, documents, embeddings, raw_items
+from rag_assets.ingest import ingest_batch
 from rag_core.constants import (
     EMBEDDINGS_ASSET,
     GRAPH_CATCH_UP_JOB,
@@ -44,7 +44,7 @@ from tests.helpers import (
     write_page,
 )
 
-INGEST = [raw_items, documents, chunks, embeddings]
+INGEST = [ingest_batch]
 SITE = "http://docs.test"
 WRITE_TIMES: list[tuple[str, int, float]] = []  # (what, pages, write_s), printed at the end
 

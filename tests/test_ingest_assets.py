@@ -57,7 +57,8 @@ def site(settings):
 def test_batch_ingests_good_items_and_records_bad_ones(instance, site):
     settings, keys, broken, empty = site
     result = materialize_range(instance, settings, [*keys, broken, empty])
-    assert metadata(result, "raw_items")["errors"] == 1
+    assert metadata(result, "embeddings")["errors"] == 1 + 1
+    assert metadata(result, "embeddings")["errors_by_stage"] == {"raw_items": 1, "documents": 1}
     assert sorted(r[0] for r in rows(settings, "SELECT item_id FROM documents")) == sorted(keys)
     errors = dict(
         ((r[0], r[1]), r[2])
@@ -80,16 +81,23 @@ def test_batch_ingests_good_items_and_records_bad_ones(instance, site):
     norms = np.linalg.norm(np.array([v[2] for v in vectors]), axis=1)
     assert np.allclose(norms, 1.0, atol=1e-4)
     assert metadata(result, "embeddings")["embedded"] == len(chunk_ids)
-    # Per-partition figures, as observations of each item's partition.
-    observed = {
-        e.partition: {
-            k: v.value for k, v in e.asset_observation_data.asset_observation.metadata.items()
-        }
-        for e in result.get_asset_observation_events()
-    }
-    assert set(observed) == {*keys, broken, empty}
-    assert observed[keys[0]]["title"] == "Install" and observed[keys[0]]["vectors"] > 1
-    assert observed[broken]["vectors"] == 0 and "not valid JSON" in observed[broken]["error"]
+    # Per-partition figures: each asset's materialisation of an item's partition carries the
+    # item's own figures (no extra observation events).
+    per_item = {}
+    for event in result.get_asset_materialization_events():
+        mat = event.materialization
+        meta = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+        per_item.setdefault(mat.asset_key.path[0], {})[mat.partition] = meta
+    assert sorted(per_item) == ["chunks", "documents", "embeddings", "raw_items"]
+    for asset, partitions in per_item.items():
+        assert set(partitions) == {*keys, broken, empty}, asset
+    assert per_item["raw_items"][keys[0]]["title"] == "Install"
+    assert per_item["chunks"][keys[0]]["vectors"] > 1
+    assert per_item["chunks"][keys[0]]["chunks"] == per_item["chunks"][keys[0]]["vectors"]
+    assert per_item["chunks"][broken]["vectors"] == 0
+    assert "not valid JSON" in per_item["chunks"][broken]["error"]
+    assert "no main text" in per_item["documents"][empty]["error"]
+    assert not result.get_asset_observation_events()
 
 
 def test_chunks_fit_the_model_and_follow_headings(instance, site):
@@ -147,24 +155,40 @@ def test_changed_page_replaces_its_chunks(instance, site):
 
 
 @pytest.mark.parametrize(
-    ("items", "first", "size", "expected"),
-    [
-        ([3, 3, 3], 2, 5, [3, 6]),
-        ([1] * 10, 2, 4, [2, 4, 4]),
-        ([40], 2, 4, [40]),
-        ([], 2, 4, []),
-    ],
+    ("n", "first", "size", "expected"),
+    [(10, 2, 4, [2, 4, 4]), (3, 4, 32, [3]), (0, 4, 32, []), (9, 4, 5, [4, 5])],
 )
 @pytest.mark.unit
-def test_embedding_groups_never_split_an_item(items, first, size, expected):
-    from rag_assets.ingest import _groups_of_whole_items
+def test_sub_batches_cover_the_keys_in_order(n, first, size, expected):
+    from rag_assets.ingest import sub_batches
 
-    rows = [(f"c{i}-{j}", f"item{i}", "t") for i, n in enumerate(items) for j in range(n)]
-    groups = _groups_of_whole_items(rows, first, size)
-    assert [len(g) for g in groups] == expected
-    assert [r for g in groups for r in g] == rows
-    for a, b in zip(groups, groups[1:], strict=False):
-        assert a[-1][1] != b[0][1]
+    keys = [f"k{i}" for i in range(n)]
+    subs = list(sub_batches(keys, first, size))
+    assert [len(s) for s in subs] == expected
+    assert [k for s in subs for k in s] == keys
+
+
+def test_memory_is_bounded_by_the_sub_batch_not_the_batch(instance, settings, monkeypatch):
+    """Issue 9, point 7: a batch many times the sub-batch size never holds more than
+    PIPELINE_DEPTH sub-batches between reading and publishing, and is stored whole."""
+    import rag_assets.ingest as ingest
+
+    monkeypatch.setattr(ingest, "SUB_BATCH_ITEMS", 3)
+    monkeypatch.setattr(ingest, "FIRST_SUB_BATCH_ITEMS", 1)
+    keys = [
+        write_page(settings.raw_dir, f"http://docs.test/p{i}", f"Page {i}",
+                   paragraphs(f"topic number {i} explained", 2))
+        for i in range(20)
+    ]  # fmt: skip
+    result = materialize_range(instance, settings, keys)
+    meta = metadata(result, "embeddings")
+    assert 0 < meta["peak_items_held"] <= ingest.PIPELINE_DEPTH * 3
+    assert meta["published_items"] == 20
+    stored = {r[0] for r in rows(settings, "SELECT DISTINCT item_id FROM embeddings")}
+    assert stored == set(keys)
+    # The encoder got its first (one-item) sub-batch before the rest of the batch was read:
+    # at most the next sub-batch was prepared meanwhile.
+    assert 1 <= meta["items_read_at_first_encode"] <= 1 + 3
 
 
 def test_asset_checks_catch_missing_wrong_and_non_finite_vectors(instance, site, tmp_path):

@@ -35,9 +35,9 @@ from dagster._core.instance.ref import InstanceRef
 from rag_core import prune, reconcile, stores
 from rag_core.constants import (
     CRAWL_JOB,
-    EMBEDDINGS_ASSET,
     IN_FLIGHT_STATUSES,
     INGEST_JOB,
+    INGEST_STEP,
     ITEMS_PARTITIONS,
     PRUNE_JOB,
 )
@@ -54,10 +54,9 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PAGES = 100  # the home page and 99 pages
-# The step key of the embeddings asset, the one step every test below looks for on the
-# workers. The only place the test names a step: if the ingestion assets become one
-# multi-asset step, this line changes and nothing else.
-EMBEDDING_STEP = EMBEDDINGS_ASSET
+# The step key of an ingestion run's one streaming step (it embeds), the one step every test
+# below looks for on the workers; the only place the test names a step.
+EMBEDDING_STEP = INGEST_STEP
 EDITED, DELETED = "p3.html", "p5.html"
 NEW_TEXT = "Quarantined uploads rotate through the cold archive bucket every ninth night."
 IN_FLIGHT = [dg.DagsterRunStatus(s) for s in IN_FLIGHT_STATUSES]

@@ -92,3 +92,33 @@ def test_connect_gives_up_after_the_timeout(tmp_path):
                 pass
     finally:
         holder.kill()
+
+
+@pytest.mark.parametrize("column", ["FLOAT[8]", "FLOAT[]"])
+def test_vectors_are_inserted_exactly_in_either_column_type(tmp_path, column):
+    """insert_vectors scans numpy columns instead of one DuckDB value per float; the stored
+    vectors equal the float32 values given (fixed-width column, or DuckLake's FLOAT[])."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    matrix = rng.standard_normal((300, 8)).astype(np.float32)
+    rows = [
+        (f"c{i}", f"item{i % 7}", "m", "fp", matrix[i].tolist() if i % 2 else matrix[i])
+        for i in range(300)
+    ]
+    with duckdb.connect(str(tmp_path / "v.duckdb")) as con:
+        con.execute(
+            "CREATE TABLE embeddings (chunk_id VARCHAR, item_id VARCHAR, model VARCHAR, "
+            f"fingerprint VARCHAR, embedding {column})"
+        )
+        store.insert_vectors(con, rows)
+        store.insert_vectors(con, [])
+        got = con.execute(
+            "SELECT chunk_id, item_id, model, fingerprint, embedding FROM embeddings"
+        ).fetchall()
+    assert len(got) == 300
+    by_id = {r[0]: r for r in got}
+    for i in range(300):
+        chunk_id, item_id, model, fingerprint, vector = by_id[f"c{i}"]
+        assert (item_id, model, fingerprint) == (f"item{i % 7}", "m", "fp")
+        assert np.array_equal(np.asarray(vector, dtype=np.float32), matrix[i])

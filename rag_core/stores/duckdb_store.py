@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import duckdb
+import numpy as np
 
 from rag_core.stores.base import (
     CHUNK_COLUMNS,
@@ -161,6 +162,41 @@ def insert_rows(
     con.execute(f"INSERT INTO {table} ({', '.join(columns)}) SELECT {placeholders}", column_values)
 
 
+def insert_vectors(con: duckdb.DuckDBPyConnection, rows: Sequence[tuple]) -> None:
+    """Insert embeddings rows (VECTOR_COLUMNS order, the vector last) through numpy scans.
+
+    Vectors passed as Python list parameters go through one DuckDB value per float: 403
+    vectors of 384 floats took 24 s on the loaded reference machine (0.2 s this way), and
+    the publish of every sub-batch paid it. The flat float32 values are scanned as a column
+    and folded back into one list per row; the table's column type (FLOAT[dim], or FLOAT[] on
+    DuckLake) takes it by the usual implicit cast, so values are bit-identical."""
+    if not rows:
+        return
+    matrix = np.asarray([r[-1] for r in rows], dtype=np.float32)
+    n, dim = matrix.shape
+    values = {
+        "row_no": np.repeat(np.arange(n, dtype=np.int64), dim),
+        "pos": np.tile(np.arange(dim, dtype=np.int64), n),
+        "v": matrix.reshape(-1),
+    }
+    meta = {"row_no": np.arange(n, dtype=np.int64)} | {
+        name: np.array([r[i] for r in rows], dtype=object)
+        for i, name in enumerate(VECTOR_COLUMNS[:-1])
+    }
+    con.register("vector_values_scan", values)
+    con.register("vector_rows_scan", meta)
+    try:
+        names = ", ".join(f"r.{name}" for name in VECTOR_COLUMNS[:-1])
+        con.execute(
+            f"INSERT INTO embeddings ({', '.join(VECTOR_COLUMNS)}) SELECT {names}, v.vec "
+            "FROM vector_rows_scan r JOIN (SELECT row_no, list(v ORDER BY pos) AS vec "
+            "FROM vector_values_scan GROUP BY row_no) v USING (row_no)"
+        )
+    finally:
+        con.unregister("vector_values_scan")
+        con.unregister("vector_rows_scan")
+
+
 # -- staging: a page's new version is built aside and swapped in whole --------------------------
 #
 # The documents and chunks stages write here, not to the tables readers use; the embeddings
@@ -195,7 +231,7 @@ def publish_items(
         [ids],
     )
     delete_items(con, "embeddings", ids)
-    insert_rows(con, "embeddings", VECTOR_COLUMNS, vector_rows)
+    insert_vectors(con, vector_rows)
     for table in STAGING_TABLES:
         delete_items(con, table, ids)
 
