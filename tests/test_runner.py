@@ -119,3 +119,18 @@ def test_summary_ends_with_a_search_on_the_ingested_site_and_the_ui_command(tmp_
     assert words[2].endswith("rag") and words[3:] == ["search", "Installing on Windows"]
     assert " dev " in ui and ui.endswith("the Dagster UI at http://127.0.0.1:3000")
     assert ui.startswith(f"DATA_DIR={settings.data_dir} ")
+
+
+def test_the_embedding_server_runs_with_few_malloc_arenas(tmp_path, monkeypatch):
+    """glibc's default arenas kept ~20 % of the server's peak RSS idle (README, Memory); a
+    MALLOC_ARENA_MAX the user set is kept."""
+    from rag_app.runner import embedding_server_environment
+    from rag_core.settings import TOKEN_ENV
+    from tests.helpers import settings_for
+
+    settings = settings_for(tmp_path)
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    env = embedding_server_environment(settings, "tok")
+    assert env["MALLOC_ARENA_MAX"] == "2" and env[TOKEN_ENV] == "tok"
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert embedding_server_environment(settings, "tok")["MALLOC_ARENA_MAX"] == "4"
