@@ -110,9 +110,9 @@ def test_bfloat16_vectors_do_not_depend_on_the_batch():
     assert embedder.dtype == "bfloat16"
     together = embedder.encode(TEXTS)
     alone = np.stack([embedder.encode([text], batch_size=1)[0] for text in TEXTS])
-    mixed = embedder.encode([TEXTS[3], TEXTS[0]] + TEXTS[:3], batch_size=2)
+    mixed = embedder.encode([TEXTS[3], *TEXTS[:3]], batch_size=2)  # other batches, padding
     assert np.array_equal(together, alone)
-    assert np.array_equal(mixed[[1, 2, 3, 4, 0]], together)
+    assert np.array_equal(mixed[[1, 2, 3, 0]], together)
     assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-6)
     from tests.test_embedders import assert_embedder_contract
 
