@@ -240,9 +240,10 @@ def start_embedding_server(settings: Settings, services: Services, token: str) -
     return f"http://127.0.0.1:{port}"
 
 
-# glibc gives every thread that allocates its own malloc arena (up to 8 per core), and each
-# keeps the memory it freed: the server's torch threads and HTTP handler threads left ~20 %
-# of its peak RSS in idle arenas. Two arenas: see README, "Memory".
+# glibc gives threads that allocate at once their own malloc arenas (up to 8 per core), and
+# each arena keeps memory it freed: the server runs torch's threads and one thread per HTTP
+# connection. Two arenas bound that on many-core machines; on 2 cores the server's peak RSS
+# measured the same either way (README, Concurrency and machine size).
 EMBEDDING_SERVER_MALLOC_ARENAS = "2"
 
 

@@ -122,7 +122,7 @@ def test_summary_ends_with_a_search_on_the_ingested_site_and_the_ui_command(tmp_
 
 
 def test_the_embedding_server_runs_with_few_malloc_arenas(tmp_path, monkeypatch):
-    """glibc's default arenas kept ~20 % of the server's peak RSS idle (README, Memory); a
+    """The server's malloc arenas are bounded (README, Memory under Concurrency); a
     MALLOC_ARENA_MAX the user set is kept."""
     from rag_app.runner import embedding_server_environment
     from rag_core.settings import TOKEN_ENV
