@@ -829,8 +829,9 @@ class Bench:
                           self.run_encode_only)  # fmt: skip
             self.scenario("q", "S1 rag search, one question", 0, self.run_search_latency)
             if not a.skip_p8:
-                self.scenario("d_other", "(d') model.encode alone, the other dtype (P8)", 0,
-                              lambda r: self.run_encode_only(r, self.other_dtype()))  # fmt: skip
+                other = self.other_dtype()  # (d) has run: its dtype is known
+                self.scenario("d_other", f"(d') model.encode alone, {other}", 0,
+                              lambda r: self.run_encode_only(r, other))  # fmt: skip
             self.scenario("crawl", "crawl alone (python -m crawler)", olat, self.run_crawl_alone)
             self.scenario(
                 "b", "(b) rag run batch", olat,
