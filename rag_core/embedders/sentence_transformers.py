@@ -193,7 +193,7 @@ def _encode_bucketed(model: Any, texts: list[str], batch_size: int) -> np.ndarra
     a length that depends on itself only (its token count rounded up to BF16_PAD_MULTIPLE)
     and encoded with the texts of the same padded length: identical bits in any grouping,
     at the speed of the library's own longest-in-batch padding (docs/architecture.md). The
-    mean-pooled vector is normalised in float32: unit length, as every stored vector.
+    model's output is normalised (again) in float32: unit length, as every stored vector.
     """
     import numpy as np
     import torch
@@ -268,7 +268,7 @@ class SentenceTransformersEmbedder(Embedder):
         self.threads = threads
         self.batch_size = batch_size
         self.slowdown_ms = slowdown_ms
-        self.numpy_first = numpy_first and dtype == "float32"
+        self.numpy_first = numpy_first and self.dtype == "float32"
         self.digest_cache = digest_cache
 
     @property
