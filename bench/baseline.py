@@ -5,9 +5,10 @@
 It uses the platform's own code (the ``python -m crawler`` subprocess, ``extract_document``,
 ``rag_core.chunking``, ``rag_core.embedders``, ``rag_core.stores``) and the same settings
 (``DATA_DIR``, ``DUCKDB_PATH``, ``CRAWL_CONCURRENCY``, ``EMBEDDING_*``, ``CHUNK_*``), so it
-stores the same rows as the platform. It does what a careful plain script does: the model
-loads while the crawl subprocess runs, then every page is ingested after the crawl, and
-vectors are committed every ``GROUP_CHUNKS`` chunks.
+stores the same rows as the platform, with the same default dtype (``EMBEDDING_DTYPE=auto``).
+It does what a careful plain script does: the model loads while the crawl subprocess runs,
+then every page is ingested after the crawl, and vectors are committed every ``GROUP_CHUNKS``
+chunks.
 """
 
 from __future__ import annotations
@@ -202,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
             else None
         ),
         "dagster_runs": 0,
+        # EMBEDDING_DTYPE as resolved here (auto: bfloat16 on CPUs with native BF16), the
+        # same as the platform's, so P1 compares the two with the same fast path.
+        "dtype": embedding.resolve_dtype(settings.embedding_dtype),
         "times": {k: round(v, 3) for k, v in times.items()},
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,13 @@
 """``model.encode`` alone on stored chunks, and the top-5 search results of fixed questions.
 
-    python -m bench.encode_only --db rag.duckdb --dtype float32 --json out.json
+    python -m bench.encode_only --db rag.duckdb [--dtype auto|float32|bfloat16] --json out.json
 
 Reads every chunk of a platform run's DuckDB (read-only), loads the model in ``--dtype``
-(the load is timed apart), encodes all chunks in one ``encode`` call (rag_core.embedders.
-sentence_transformers)
-with the platform's batch size, and ranks the chunks for ``QUESTIONS`` by cosine
-similarity. With float32 it also compares its vectors with the stored ones.
+(default ``auto``, the platform's own default: bfloat16 on CPUs with native BF16; the load is
+timed apart), encodes all chunks in one ``encode`` call (rag_core.embedders.
+sentence_transformers) with the platform's batch size, and ranks the chunks for
+``QUESTIONS`` by cosine similarity. It also reports the largest difference between its
+vectors and the stored ones (meaningful when both are of the same dtype).
 """
 
 from __future__ import annotations
@@ -36,10 +37,12 @@ TOP_K = 5
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.encode_only", description=__doc__)
     parser.add_argument("--db", type=Path, required=True)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    # auto: the platform's default (EMBEDDING_DTYPE=auto), so P4 compares like with like.
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
     settings = load_settings()
+    dtype = embedding.resolve_dtype(args.dtype)
     with store.connect(args.db, read_only=True, timeout_s=60) as con:
         rows = con.execute(
             "SELECT chunk_id, text FROM chunks ORDER BY item_id, chunk_index"
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             stored = dict(con.execute("SELECT chunk_id, embedding FROM embeddings").fetchall())
     ids_, texts = [r[0] for r in rows], [r[1] for r in rows]
     t = time.monotonic()
-    model = embedding.load_model(settings.embedding_model, args.dtype, settings.torch_num_threads)
+    model = embedding.load_model(settings.embedding_model, dtype, settings.torch_num_threads)
     # A warm model, as the platform's embedding server has: one untimed batch first, so
     # first-call allocations and kernel set-up (bfloat16 especially) are not counted.
     batch = settings.embedding_batch_size
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             top.append([ids_[i] for i in order[:TOP_K]])
             top10.append([[ids_[i], round(float(row[i]), 5)] for i in order])
     max_diff = None
-    if args.dtype == "float32" and stored:
+    if stored:  # in the platform's dtype: how close a plain encode comes to the stored rows
         diffs = [
             float(np.max(np.abs(np.asarray(stored[c], dtype=np.float32) - vectors[i])))
             for i, c in enumerate(ids_)
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         max_diff = max(diffs) if diffs else None
     summary = {
-        "dtype": args.dtype,
+        "dtype": dtype,
         "chunks": len(texts),
         "load_s": round(load_s, 3),
         "encode_s": round(encode_s, 3),

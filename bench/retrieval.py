@@ -84,8 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     from rag_app.search import embedder_for
+    from rag_core.embedders import embedder_from_settings
 
     settings = load_settings()
+    # Chunks in the index's dtype (EMBEDDING_DTYPE, auto resolved), questions as `rag search`
+    # embeds them (float32): the index then carries the fingerprint search ranks.
+    indexer = embedder_from_settings(settings, server_url="")
     embedder = embedder_for(settings)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.reuse and db.exists():
                 built = {"reused": str(db), **index_counts(db)}
             else:
-                built = build_index(html_dir, base_url, db, options, embedder, exclude, cache)
+                built = build_index(html_dir, base_url, db, options, indexer, exclude, cache)
             run_settings = dataclasses.replace(options.apply(settings), duckdb_path=db)
             results = evaluate(run_settings, questions, embedder=embedder)
             for r in results:
@@ -110,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                     "subset": args.subset,
                     "variant": name,
                     "options": dataclasses.asdict(options),
-                    "dtype": settings.embedding_dtype,
+                    "dtype": indexer.dtype,
                     **built,
                     **{k: v for k, v in r.as_dict().items() if k != "misses"},
                     "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from rag_core.embedders import PROVIDERS, Embedder, create_embedder
-from rag_core.embedders.sentence_transformers import DEFAULT_MODEL
+from rag_core.embedders.sentence_transformers import DEFAULT_MODEL, resolve_dtype
 from rag_core.embedders.server_client import MAX_BODY_BYTES, MAX_TEXTS
 from rag_core.settings import TOKEN_ENV, default, secret
 
@@ -93,7 +93,8 @@ def parse_request(body: bytes) -> dict:
         "texts": texts,
         "batch_size": batch_size,
         "model": request["model"],
-        "dtype": request["dtype"],
+        # A client may name ``auto``: it means what it means on this machine.
+        "dtype": resolve_dtype(request["dtype"]),
     }
 
 
@@ -302,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--provider", default="sentence-transformers", choices=PROVIDERS)
     parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    # auto: bfloat16 where the CPU has native BF16, else float32 (EMBEDDING_DTYPE); the server
+    # describes and announces the resolved precision.
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument(
         "--state-file", help="announce the server here once ready (rag_core.server_state)"

@@ -201,8 +201,10 @@ def build_index(
 ) -> dict:
     """Index a folder of HTML pages as if crawled from ``base_url``, without Dagster: the
     same extraction, chunking, ids and store as the assets, for quick chunking experiments and
-    the CI smoke evaluation. ``vector_cache`` (text -> vector) spares re-embedding a text seen
-    in an earlier build. Returns counts and timings."""
+    the CI smoke evaluation. ``embedder`` is the index's (``embedder_from_settings``), not the
+    questions' (``rag_app.search.embedder_for``: float32 whatever the index's dtype), so that
+    the index carries the fingerprint search ranks. ``vector_cache`` (text -> vector) spares
+    re-embedding a text seen in an earlier build. Returns counts and timings."""
     import numpy as np
 
     from rag_core import ids, stores

@@ -64,7 +64,7 @@ def embedder_for(settings: Settings) -> Embedder:
     url, token = settings.embedding_server_url, secret(TOKEN_ENV)
     local = embedder_from_settings(settings, server_url="", for_queries=True)
     if not url:
-        state = live_server(state_path(settings.data_dir), local.name, settings.embedding_dtype)
+        state = live_server(state_path(settings.data_dir), local.name, local.dtype)
         if state is not None:
             url, token = state.url, state.token
     return embedder_from_settings(settings, server_url=url, token=token, for_queries=True)

@@ -25,7 +25,7 @@ ROWS = (
     "(b) rag run batch",
     "(c) rag run streaming",
     "(d) model.encode alone",
-    "(d') model.encode alone, bfloat16",
+    "(d') model.encode alone, ",  # in the dtype (d), the default, did not use (P8)
     "(e) re-crawl of the unchanged site",
     "crawl alone",
     "S1 rag search",

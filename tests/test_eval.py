@@ -19,7 +19,7 @@ from rag_app.evaluation import (
     matches,
     score,
 )
-from rag_app.search import embedder_for
+from rag_core.embedders import embedder_from_settings
 from rag_core.settings import PROJECT_ROOT
 from tests.helpers import settings_for
 
@@ -69,7 +69,7 @@ def test_rag_eval_smoke_on_the_demo_site(tmp_path):
         "http://127.0.0.1:8765/",
         settings.duckdb_path,
         ChunkingOptions.from_settings(settings),
-        embedder_for(settings),
+        embedder_from_settings(settings, server_url=""),
         exclude=("private/*",),
     )
     assert built["pages"] >= 50 and built["chunks"] > 100

@@ -99,3 +99,44 @@ def test_every_setting_that_shapes_chunks_or_vectors_changes_the_fingerprint(tmp
         {"CHUNK_MIN_TOKENS": "0"},
     ):
         assert settings_fingerprint(settings_for(tmp_path / "a", **env)) != base, env
+
+
+@pytest.mark.unit
+def test_the_fingerprint_records_the_dtype_actually_used(tmp_path, monkeypatch):
+    """EMBEDDING_DTYPE=auto (the default) is bfloat16 on a CPU with native BF16 and float32
+    elsewhere; the fingerprint is that of the resolved dtype, so bfloat16 and float32 vectors
+    never mix, and a switch (the setting, or the index moved to another CPU) re-embeds."""
+    from rag_core.embedders import sentence_transformers as st
+
+    def fingerprint(**env):
+        return settings_fingerprint(
+            settings_for(tmp_path, EMBEDDING_PROVIDER="sentence-transformers", **env)
+        )
+
+    f32, b16 = fingerprint(EMBEDDING_DTYPE="float32"), fingerprint(EMBEDDING_DTYPE="bfloat16")
+    assert f32 != b16
+    monkeypatch.setattr(st, "cpu_has_native_bf16", lambda: True)
+    assert fingerprint() == fingerprint(EMBEDDING_DTYPE="auto") == b16
+    monkeypatch.setattr(st, "cpu_has_native_bf16", lambda: False)
+    assert fingerprint() == fingerprint(EMBEDDING_DTYPE="auto") == f32
+
+
+@pytest.mark.unit
+def test_auto_resolves_from_the_cpus_flags():
+    """auto follows /proc/cpuinfo (avx512_bf16 or amx_bf16); the embedder, its server client
+    and its run metadata all name the resolved dtype."""
+    from rag_core.embedders import create_embedder
+    from rag_core.embedders import sentence_transformers as st
+
+    flags = open("/proc/cpuinfo").read().split()
+    native = any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+    assert st.cpu_has_native_bf16() is native
+    expected = "bfloat16" if native else "float32"
+    assert st.resolve_dtype("auto") == expected
+    assert st.resolve_dtype("float32") == "float32"
+    embedder = create_embedder(dtype="auto")
+    assert embedder.dtype == expected and embedder.describe()["dtype"] == expected
+    client = create_embedder(dtype="auto", server_url="http://127.0.0.1:9")
+    assert client.dtype == expected
+    # Questions are embedded in float32 whatever the index's dtype (README, Retrieval quality).
+    assert create_embedder(dtype="auto", for_queries=True).dtype == "float32"

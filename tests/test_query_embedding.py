@@ -1,5 +1,6 @@
-"""How `rag search` embeds its question: a running warm server if one of the same model and
-dtype announces itself, else the numpy encoder; never torch in either case."""
+"""How `rag search` embeds its question: in float32 whatever the index's dtype (README,
+Retrieval quality), by a running warm server if one of the same model in float32 announces
+itself, else by the numpy encoder; never torch in either case."""
 
 from __future__ import annotations
 
@@ -112,7 +113,10 @@ def test_search_uses_the_warm_server_a_session_announced(data):
     state_file = state_path(data.data_dir)
     token = new_token()
     server = subprocess.Popen(
-        [sys.executable, "-m", "rag_app.embedding_server", "--state-file", str(state_file)],
+        # float32: questions are embedded in float32 whatever the index's dtype, so only a
+        # float32 server answers them (a default session's server is bfloat16 on BF16 CPUs).
+        [sys.executable, "-m", "rag_app.embedding_server", "--dtype", "float32",
+         "--state-file", str(state_file)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         env={**os.environ, TOKEN_ENV: token},
     )  # fmt: skip

@@ -150,3 +150,18 @@ def test_progress_reads_keep_the_last_figures_while_another_process_holds_the_st
         holder.wait()
     counts, fresh = watch_counts(settings, last)
     assert fresh and counts["chunks"] == 0
+
+
+def test_the_embedding_server_runs_with_few_malloc_arenas(tmp_path, monkeypatch):
+    """The server's malloc arenas are bounded (README, Memory under Concurrency); a
+    MALLOC_ARENA_MAX the user set is kept."""
+    from rag_app.runner import embedding_server_environment
+    from rag_core.settings import TOKEN_ENV
+    from tests.helpers import settings_for
+
+    settings = settings_for(tmp_path)
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    env = embedding_server_environment(settings, "tok")
+    assert env["MALLOC_ARENA_MAX"] == "2" and env[TOKEN_ENV] == "tok"
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert embedding_server_environment(settings, "tok")["MALLOC_ARENA_MAX"] == "4"

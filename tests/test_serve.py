@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from rag_app.evaluation import ChunkingOptions, build_index
-from rag_app.search import embedder_for
+from rag_core.embedders import embedder_from_settings
 from rag_core.settings import PROJECT_ROOT
 from tests.helpers import free_port, settings_for
 
@@ -46,7 +46,8 @@ def server(tmp_path_factory):
     )
     build_index(
         SITE, "http://127.0.0.1:8765/", settings.duckdb_path,
-        ChunkingOptions.from_settings(settings), embedder_for(settings), exclude,
+        ChunkingOptions.from_settings(settings), embedder_from_settings(settings, server_url=""),
+        exclude,
     )  # fmt: skip
     port = free_port()
     env = dict(os.environ, DATA_DIR=str(tmp), DUCKDB_PATH=str(settings.duckdb_path))

@@ -25,7 +25,7 @@ def test_defaults_are_valid(tmp_path):
         ("CLOSESPIDER_PAGECOUNT", "-3", "at least 0"),
         ("USE_NEO4J", "maybe", "true or false"),
         ("EMBEDDING_PROVIDER", "openai", "sentence-transformers"),
-        ("EMBEDDING_DTYPE", "int8", "float32 or bfloat16"),
+        ("EMBEDDING_DTYPE", "int8", "auto or float32 or bfloat16"),
         ("START_URLS", "ftp://example.com", "http(s) URLs"),
         ("ALLOWED_DOMAINS", "http://example.com", "host names"),
         ("CRAWL_EXCLUDE", "([", "regular expressions"),

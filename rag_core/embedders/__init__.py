@@ -16,6 +16,7 @@ from rag_core.embedders.sentence_transformers import DEFAULT_MODEL, SentenceTran
 from rag_core.embedders.server_client import ServerClientEmbedder
 
 PROVIDERS = ("sentence-transformers", "fake")
+QUERY_DTYPE = "float32"  # the precision of questions (create_embedder ``for_queries``)
 # Where the model weights' SHA-256 is remembered between processes (keyed by path, sizes and
 # mtimes): hashing the 90 MB of MiniLM costs every `rag search` ~0.1 s otherwise.
 DIGEST_CACHE = "model-digests.json"
@@ -36,7 +37,7 @@ __all__ = [
 def create_embedder(
     provider: str = "sentence-transformers",
     model: str = DEFAULT_MODEL,
-    dtype: str = "float32",
+    dtype: str = "auto",
     threads: int = 0,
     batch_size: int = 64,
     slowdown_ms: int = 0,
@@ -51,6 +52,12 @@ def create_embedder(
     takes its fastest start-up path, and a server that fails once is not asked again.
     """
     local: Embedder
+    if for_queries:
+        # Questions are embedded in float32 whatever the index's dtype (EMBEDDING_DTYPE=auto is
+        # bfloat16 on CPUs with native BF16): the same retrieval quality as bf16 questions
+        # (README, Retrieval quality), the numpy encoder keeps `rag search` free of torch, and
+        # a question's vector does not depend on whether a session's warm server is running.
+        dtype = QUERY_DTYPE
     if provider == "fake":
         local = FakeEmbedder(batch_size=batch_size, slowdown_ms=slowdown_ms)
     elif provider == "sentence-transformers":

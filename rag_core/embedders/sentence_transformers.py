@@ -89,13 +89,29 @@ def resolve_model(name: str) -> ModelInfo:
     return ModelInfo(name=canonical, path=path, max_seq_length=max_seq, dimension=dim)
 
 
+# The flags of a CPU that computes bfloat16 natively. /proc/cpuinfo, not torch's own probe:
+# resolving EMBEDDING_DTYPE=auto happens in every Dagster process (the index fingerprint), and
+# importing torch there costs ~6 s and ~400 MB.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); else bf16 is slow."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+        return False  # not Linux, or no /proc: float32, which every CPU computes
+    return any(flag in flags.split() for flag in BF16_FLAGS)
+
+
+def resolve_dtype(dtype: str) -> str:
+    """The precision ``dtype`` means on this machine: ``auto`` is bfloat16 where the CPU has
+    native BF16 and float32 elsewhere; ``float32`` and ``bfloat16`` mean themselves. The index
+    fingerprint records the resolved value, so vectors of the two never mix."""
+    if dtype == "auto":
+        return "bfloat16" if cpu_has_native_bf16() else "float32"
+    return dtype
 
 
 def check_dtype(dtype: str) -> None:
@@ -109,6 +125,7 @@ def check_dtype(dtype: str) -> None:
 
 def load_model(name: str, dtype: str = "float32", threads: int = 0) -> Any:
     """Load a SentenceTransformer on the CPU in ``dtype`` with ``threads`` torch threads."""
+    dtype = resolve_dtype(dtype)
     check_dtype(dtype)
     info = resolve_model(name)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -141,13 +158,20 @@ def model_dimension(model: Any) -> int:
     return int(getter())
 
 
+# bfloat16 texts are padded to a multiple of this many tokens (see ``_encode_bucketed``).
+BF16_PAD_MULTIPLE = 32
+
+
 def encode(model: Any, texts: list[str], batch_size: int) -> np.ndarray:
     """Normalised float32 embeddings of ``texts`` (one row each, in order)."""
     import numpy as np
+    import torch
 
     if not texts:
         dim = model_dimension(model)
         return np.zeros((0, dim), dtype=np.float32)
+    if next(model.parameters()).dtype == torch.bfloat16:
+        return _encode_bucketed(model, texts, batch_size)
     vectors = model.encode(
         texts,
         batch_size=batch_size,
@@ -169,6 +193,44 @@ MODEL_LOADED = "embedding model loaded"
 def model_loads() -> int:
     """How many times this process loaded an embedding model with torch."""
     return _model_loads
+
+
+def _encode_bucketed(model: Any, texts: list[str], batch_size: int) -> np.ndarray:
+    """bfloat16 embeddings that do not depend on the batch a text is in.
+
+    In bfloat16 a text's vector changes with the length its batch is padded to (another
+    GEMM shape rounds differently: up to 2e-3 per component, cosine 0.996, where float32
+    differs by 1e-7), so streaming and batch mode, or two workers, would store different
+    vectors for one chunk. The batch size itself changes nothing. So each text is padded to
+    a length that depends on itself only (its token count rounded up to BF16_PAD_MULTIPLE)
+    and encoded with the texts of the same padded length: identical bits in any grouping,
+    at the speed of the library's own longest-in-batch padding (docs/architecture.md). The
+    model's output is normalised (again) in float32: unit length, as every stored vector.
+    """
+    import numpy as np
+    import torch
+
+    limit = model.max_seq_length
+    # Token counts as the library itself tokenizes (truncated at max_seq_length): a padded
+    # length below a text's count would cut the text.
+    counts = model.preprocess(texts)["attention_mask"].sum(dim=1).tolist()
+    groups: dict[int, list[int]] = {}
+    for i, count in enumerate(counts):
+        padded = min(-(-count // BF16_PAD_MULTIPLE) * BF16_PAD_MULTIPLE, limit)
+        groups.setdefault(padded, []).append(i)
+    out = np.empty((len(texts), model_dimension(model)), dtype=np.float32)
+    for padded, rows in sorted(groups.items()):
+        vectors = model.encode(
+            [texts[i] for i in rows],
+            batch_size=batch_size,
+            convert_to_numpy=False,
+            convert_to_tensor=True,
+            show_progress_bar=False,
+            processing_kwargs={"text": {"padding": "max_length", "max_length": padded}},
+        )
+        unit = torch.nn.functional.normalize(vectors.float(), dim=-1)
+        out[rows] = unit.cpu().numpy()
+    return out
 
 
 @lru_cache(maxsize=8)
@@ -212,7 +274,7 @@ class SentenceTransformersEmbedder(Embedder):
     def __init__(
         self,
         model: str = DEFAULT_MODEL,
-        dtype: str = "float32",
+        dtype: str = "auto",
         threads: int = 0,
         batch_size: int = 64,
         slowdown_ms: int = 0,
@@ -220,11 +282,13 @@ class SentenceTransformersEmbedder(Embedder):
         digest_cache: str | Path | None = None,
     ):
         self.model = model
-        self.dtype = dtype
+        # The precision actually used (``auto`` resolved for this CPU): what the fingerprint,
+        # the server's description and the run metadata record.
+        self.dtype = resolve_dtype(dtype)
         self.threads = threads
         self.batch_size = batch_size
         self.slowdown_ms = slowdown_ms
-        self.numpy_first = numpy_first and dtype == "float32"
+        self.numpy_first = numpy_first and self.dtype == "float32"
         self.digest_cache = digest_cache
 
     @property
