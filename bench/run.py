@@ -314,6 +314,16 @@ class Bench:
         )
         return result
 
+    @staticmethod
+    def judge(r: Result, tracked: Tracked, wrote_summary: bool = True, show_tail: bool = True):
+        """Mark ``r`` failed when its tool exited non-zero or wrote no summary, pointing at the
+        tool's log (whose tail goes to stderr unless ``show_tail`` is off)."""
+        if tracked.returncode == 0 and wrote_summary:
+            return
+        if show_tail:
+            print(tracked.tail(), file=sys.stderr)
+        r.status = failure(tracked, f"see {tracked.log_path}")
+
     def tracked(self, name: str, cmd: list[str], env: dict, log: Path, timeout: float):
         return self.registry.run(name, cmd, env, ROOT, log, timeout)
 
@@ -355,9 +365,7 @@ class Bench:
             **timeline_phases(timeline, tracked.started),
         }
         r.data["timed_out"] = any("RUN_TIMEOUT_SECONDS" in line for _, line in tracked.lines)
-        if tracked.returncode != 0 or not summary:
-            print(tracked.tail(), file=sys.stderr)
-            r.status = failure(tracked, f"see {tracked.log_path}")
+        self.judge(r, tracked, bool(summary))
         self.analyse_platform(r)
         return tracked
 
@@ -432,9 +440,7 @@ class Bench:
             f"{fmt(t.get('encode_s'), 1)}, store {store_s:.1f}; load "
             f"{r.data['load_1min'][0]} -> {r.data['load_1min'][1]}"
         )
-        if tracked.returncode != 0 or not summary:
-            print(tracked.tail(), file=sys.stderr)
-            r.status = failure(tracked, f"see {tracked.log_path}")
+        self.judge(r, tracked, bool(summary))
 
     def other_dtype(self) -> str:
         """The dtype (d) did not use: P8 needs one encode in each."""
@@ -465,9 +471,7 @@ class Bench:
         if summary.get("max_abs_diff_vs_stored") is not None:
             r.notes += f"; max |vector - stored| {summary['max_abs_diff_vs_stored']:.1e}"
         r.notes += f"; load {r.data['load_1min'][0]} -> {r.data['load_1min'][1]}"
-        if tracked.returncode != 0 or not summary:
-            print(tracked.tail(), file=sys.stderr)
-            r.status = failure(tracked, f"see {tracked.log_path}")
+        self.judge(r, tracked, bool(summary))
 
     def run_recrawl(self, r: Result) -> None:
         c = self.results.get("c")
@@ -507,8 +511,7 @@ class Bench:
         r.runs = 0
         stats = read_json(data_dir / "stats.json")
         r.notes = f"Scrapy's own elapsed {fmt(stats.get('elapsed_seconds'), 1)} s"
-        if tracked.returncode != 0:
-            r.status = failure(tracked, f"see {tracked.log_path}")
+        self.judge(r, tracked, show_tail=False)
 
     def run_partition_scale(self, r: Result) -> None:
         """P11: the sensor tick over 100,000 item files and the creation of one run over
@@ -531,9 +534,7 @@ class Bench:
             f"{fmt(summary.get('idle_tick', {}).get('tick_s'))} s; one run over "
             f"{summary.get('run_partitions')} partitions created in {fmt(run_start_s(run))} s"
         )
-        if tracked.returncode != 0 or not summary:
-            print(tracked.tail(), file=sys.stderr)
-            r.status = failure(tracked, f"see {tracked.log_path}")
+        self.judge(r, tracked, bool(summary))
 
     def run_search_latency(self, r: Result) -> None:
         c = self.results.get("c")
@@ -564,9 +565,7 @@ class Bench:
             f"{old.get('peak_rss_mb')} MB; load {summary.get('load_start')} -> "
             f"{summary.get('load_end')}"
         )
-        if tracked.returncode != 0 or not summary:
-            print(tracked.tail(), file=sys.stderr)
-            r.status = failure(tracked, f"see {tracked.log_path}")
+        self.judge(r, tracked, bool(summary))
 
     def run_sensor(self, r: Result) -> None:
         out = self.out / "p6_sensor.json"
@@ -589,8 +588,7 @@ class Bench:
             f"{fmt(summary.get('idle_tick', {}).get('tick_s'), 3)} s; +100 files tick "
             f"{fmt(summary.get('plus_100_tick', {}).get('tick_s'), 3)} s"
         )
-        if tracked.returncode != 0 or not summary:
-            r.status = failure(tracked, f"see {tracked.log_path}")
+        self.judge(r, tracked, bool(summary), show_tail=False)
 
     def run_scale(self, r: Result) -> None:
         from demo_site.generate import generate_site
