@@ -110,8 +110,10 @@ def _live_holder_record(fd: int, wait_s: float = 2.0) -> dict:
     deadline = time.monotonic() + wait_s
     while True:
         record = _read_record(fd)
-        if _pid_alive(record.get("pid")) or time.monotonic() >= deadline:
-            return record if _pid_alive(record.get("pid")) else {}
+        if _pid_alive(record.get("pid")):
+            return record
+        if time.monotonic() >= deadline:
+            return {}
         time.sleep(0.02)
 
 
