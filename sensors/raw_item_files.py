@@ -112,21 +112,25 @@ class FilesCursor:
         self.recent = {key: mtime for key, mtime in files if mtime > self.watermark_ns}
 
 
+def lane_runs(instance: dg.DagsterInstance, lane: str, limit: int = 1) -> list:
+    """Up to ``limit`` queued or running runs of ``lane`` (ingest or crawl), as run records."""
+    return list(
+        instance.get_run_records(
+            filters=dg.RunsFilter(statuses=IN_FLIGHT, tags={LANE_TAG: lane}), limit=limit
+        )
+    )
+
+
 def lane_in_flight(instance: dg.DagsterInstance, lane: str, limit: int = 1) -> bool:
     """Whether ``limit`` (or more) runs of ``lane`` (ingest or crawl) are queued or running."""
-    runs = instance.get_run_records(
-        filters=dg.RunsFilter(statuses=IN_FLIGHT, tags={LANE_TAG: lane}), limit=limit
-    )
-    return len(runs) >= limit
+    return len(lane_runs(instance, lane, limit)) >= limit
 
 
 def blocking_run(instance: dg.DagsterInstance, mode: str, max_runs: int = 1) -> str | None:
     """Why new items must wait: ``max_runs`` ingestion runs in flight (INGEST_MAX_CONCURRENT_RUNS;
     more than one only with a store of many writers), a prune or graph catch-up run in flight
     (they share the lane but never run beside an ingestion run), or (batch mode) a crawl."""
-    lane = instance.get_run_records(
-        filters=dg.RunsFilter(statuses=IN_FLIGHT, tags={LANE_TAG: LANE_INGEST}), limit=max_runs
-    )
+    lane = lane_runs(instance, LANE_INGEST, max_runs)
     # With max_runs > 1 a free slot is not enough: a prune deletes partitions (shifting the
     # range of a run beside it) and rows, a catch-up run writes the same pages to the graph.
     # (Of more than max_runs runs in flight one may go unseen; the count alone blocks then.)
