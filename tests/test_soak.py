@@ -90,7 +90,8 @@ PHASE_MARKER = {
 
 
 def fault_plan(seed: int) -> list[tuple[str, float]]:
-    """The faults in order, each with its delay (s) after its phase's process appears:
+    """The faults in order, each with its delay (s) after the previous fault (and then it
+    waits for its phase's process):
     crawl-phase faults first, then ingestion-phase ones, then the two fatal ones, each
     group in an order the seed picks."""
     rng = random.Random(seed)
@@ -100,27 +101,33 @@ def fault_plan(seed: int) -> list[tuple[str, float]]:
     return plan
 
 
-def wait_for(data, marker: str, session: subprocess.Popen, timeout_s: float = 120.0) -> bool:
-    """Wait (up to 120 s: a loaded machine starts slowly) for a process of the session."""
+def wait_for(
+    data, marker: str, session: subprocess.Popen, timeout_s: float = 120.0
+) -> list[psutil.Process]:
+    """The session's processes with ``marker``, once there are any (waiting up to 120 s: a
+    loaded machine starts slowly); [] if none came or the session ended."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and session.poll() is None:
-        if processes_of(data, marker):
-            return True
+        found = processes_of(data, marker)
+        if found:
+            return found
         time.sleep(0.2)
-    return False
+    return []
 
 
 def inject(fault: str, delay_s: float, data, mode: dict, session: subprocess.Popen) -> int:
-    """Inject ``fault`` once its phase is under way; return how many things it hit."""
-    if not wait_for(data, PHASE_MARKER[fault], session):
-        return 0
+    """Inject ``fault`` ``delay_s`` after the previous one, once its phase is under way;
+    return how many things it hit. A process is killed the moment it is found: a run
+    worker on a quick machine can be gone a second later."""
     time.sleep(delay_s)
-    if fault in MARKERS:
-        victims = processes_of(data, MARKERS[fault])
-        for victim in victims:
+    found = wait_for(data, PHASE_MARKER[fault], session)
+    if not found:
+        return 0
+    if fault in MARKERS:  # its phase's process is its victim
+        for victim in found:
             with contextlib.suppress(psutil.Error):
                 victim.send_signal(signal.SIGKILL)
-        return len(victims)
+        return len(found)
     if fault == "burst_503":
         mode["value"] = "down"
         time.sleep(3)
