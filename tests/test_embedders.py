@@ -20,6 +20,7 @@ import pytest
 from rag_app import embedding_server
 from rag_core import fingerprint
 from rag_core.chunking import chunk_document, max_chunk_tokens
+from rag_core.constants import ITEMS_PARTITIONS
 from rag_core.embedders import (
     PROVIDERS,
     Embedder,
@@ -228,8 +229,8 @@ def test_ingestion_and_search_with_the_fake_provider(tmp_path):
     ]  # fmt: skip
     resources = build_definitions(settings).resources
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("items", keys)
-        order = instance.get_dynamic_partitions("items")
+        instance.add_dynamic_partitions(ITEMS_PARTITIONS, keys)
+        order = instance.get_dynamic_partitions(ITEMS_PARTITIONS)
         first, last = sorted(keys, key=order.index)[:: len(keys) - 1]
         result = dg.materialize(
             [ingest_batch],

@@ -222,7 +222,7 @@ def test_prometheus_answers_match_duckdb(big_run):
     assert prometheus.final("rag_batch_size_items_count") == summary["ingestion_runs"]
     assert (
         prometheus.final(
-            'rag_run_duration_seconds_count{dagster_job="ingest_items",outcome="success"}'
+            f'rag_run_duration_seconds_count{{dagster_job="{INGEST_JOB}",outcome="success"}}'
         )
         == summary["ingestion_runs"]
     )
