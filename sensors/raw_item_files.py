@@ -50,6 +50,13 @@ QUIET_SPELL_S = 60.0
 # an atomic rename keeps the temp file's mtime, so a file can appear slightly "in the past".
 MTIME_LAG_NS = 5_000_000_000
 
+# At most this many items wait in the cursor; past it new files are left for later ticks
+# (oldest first). A backlog of 100,000 files (a re-index, files copied in) then costs each tick
+# a bounded registration and cursor, instead of registering every partition in one tick
+# (SQLite took ~4 s for 100,000) and carrying every key in the cursor; runs take at most
+# MAX_BATCH_ITEMS of them anyway.
+MAX_WAITING_KEYS = 10_000
+
 # A failed prune run (e.g. the graph server down) is retried after 30 s, 60 s, ... at most
 # 15 min; ingestion goes on meanwhile instead of waiting behind it.
 PRUNE_BACKOFF_S = 30.0
@@ -91,25 +98,44 @@ class FilesCursor:
         # (1 s of a tick with 100,000 waiting); the fields are JSON types already.
         return json.dumps({f.name: getattr(self, f.name) for f in fields(self)})
 
-    def touched(self, files: list[tuple[str, int]]) -> list[str]:
-        """Keys of files created or rewritten since the last tick, oldest first."""
-        return [
-            key
-            for key, mtime in files
-            if mtime > self.watermark_ns and self.recent.get(key) != mtime
-        ]
+    def touched(
+        self, files: list[tuple[str, int]], limit: int | None = None
+    ) -> tuple[list[str], int]:
+        """Keys of files created or rewritten since the last tick, oldest first, at most
+        ``limit`` of them; and how many of ``files`` that covers (the rest wait for a later
+        tick: pass the count to ``advance``)."""
+        watermark, recent = self.watermark_ns, self.recent
+        keys: list[str] = []
+        for index, (key, mtime) in enumerate(files):
+            if mtime > watermark and recent.get(key) != mtime:
+                if limit is not None and len(keys) >= limit:
+                    return keys, index
+                keys.append(key)
+        return keys, len(files)
 
-    def advance(self, files: list[tuple[str, int]], scan_started_ns: int) -> None:
-        """Mark every listed file as handled.
+    def advance(
+        self, files: list[tuple[str, int]], scan_started_ns: int, handled: int | None = None
+    ) -> None:
+        """Mark the first ``handled`` listed files (all by default) as handled.
 
         The watermark never passes the scan's start (less the lag): a file renamed in while
         a slow scan ran may be missing from ``files`` yet older than the newest listed one,
-        and must still be found by the next tick.
+        and must still be found by the next tick. Nor does it pass the last handled file, so
+        the files left for later are found again.
         """
-        if files:
-            newest = min(files[-1][1], scan_started_ns)
+        done = files if handled is None else files[:handled]
+        if done:
+            newest = min(done[-1][1], scan_started_ns)
             self.watermark_ns = max(self.watermark_ns, newest - MTIME_LAG_NS)
-        self.recent = {key: mtime for key, mtime in files if mtime > self.watermark_ns}
+        earlier = self.recent
+        self.recent = {key: mtime for key, mtime in done if mtime > self.watermark_ns}
+        if handled is not None:
+            # A file past the cut that an earlier tick handled (its mtime within the lag of a
+            # newer one) stays handled: it must not be asked for twice. (A rewritten one has a
+            # new mtime, so the kept entry does not hide it; a deleted one ages out.)
+            for key, mtime in earlier.items():
+                if mtime > self.watermark_ns and key not in self.recent:
+                    self.recent[key] = mtime
 
 
 def lane_runs(instance: dg.DagsterInstance, lane: str, limit: int = 1) -> list:
@@ -331,8 +357,13 @@ def evaluate_files(
     # however long they waited, no quiet spell has passed for them.
     waited = bool(cursor.pending)
     scan_started_ns = time.time_ns()
-    files = raw_store.scan()
-    touched = cursor.touched(files)
+    listed = raw_store.scan()
+    room = max(0, MAX_WAITING_KEYS - len(cursor.pending))
+    touched, handled = cursor.touched(listed, limit=room)
+    deferred = handled < len(listed)
+    # Only the handled files count from here on (reconciliation included): the rest are new
+    # files for later ticks, not missing ones.
+    files = listed[:handled] if deferred else listed
     known = list(instance.get_dynamic_partitions(ITEMS_PARTITIONS))
     known_set = set(known)
     new = [key for key in touched if key not in known_set]
@@ -344,7 +375,12 @@ def evaluate_files(
         known += new  # appended in this order: ``known`` stays the partition order
     # Pending keys deleted from the partitions meanwhile (a pruned page) are dropped.
     pending = [k for k in dict.fromkeys(cursor.pending + touched) if k in known_set]
-    cursor.advance(files, scan_started_ns)
+    cursor.advance(listed, scan_started_ns, handled)
+    if deferred:
+        context.log.info(
+            f"{len(cursor.pending) + len(touched)} item(s) waiting (at most {MAX_WAITING_KEYS}):"
+            " newer item files are registered by later ticks"
+        )
     scan_s = time.monotonic() - started
     if duckdb is not None:
         again = reconcile_files(

@@ -167,3 +167,28 @@ def test_items_that_waited_behind_a_long_run_are_not_a_cold_start(instance, tmp_
     # The 22 that waited, and the 8 of the failed run (the stores lack them: reconciliation
     # asks for them again), in one run.
     assert [r.tags[BATCH_ITEMS_TAG] for r in go.run_requests] == ["30"]
+
+
+def test_a_backlog_is_registered_a_bounded_slice_per_tick_each_file_once(
+    instance, tmp_path, monkeypatch
+):
+    """A backlog larger than MAX_WAITING_KEYS is taken in slices, oldest first: each tick
+    registers and holds a bounded number of keys, and every file goes in exactly one run."""
+    from sensors import raw_item_files as module
+
+    monkeypatch.setattr(module, "MAX_WAITING_KEYS", 20, raising=False)
+    sensor = build_raw_item_files_sensor("streaming", max_items=8)
+    raw = tmp_path / "raw"
+    keys = [write_page(raw, f"http://site.test/p{i}", f"P{i}", "<p>x</p>") for i in range(50)]
+    cursor, requested, ticks = None, [], 0
+    while len(requested) < len(keys) and ticks < 30:
+        result = evaluate_sensor(instance, raw, cursor, sensor=sensor)
+        ticks += 1
+        cursor = result.cursor
+        assert len(json.loads(cursor)["pending"]) <= 20
+        assert len(instance.get_dynamic_partitions(ITEMS_PARTITIONS)) <= len(requested) + 20
+        for request in result.run_requests:
+            requested += read_manifest(raw, request.tags[MANIFEST_TAG])
+    assert sorted(requested) == sorted(keys)  # each file once, none lost
+    assert ticks > 1
+    assert not evaluate_sensor(instance, raw, cursor, sensor=sensor).run_requests
