@@ -155,7 +155,12 @@ def _ranked(con, mode, question, query, fingerprint, k, by_page, url_prefix, tit
             vec = con.vector_candidates(query, fingerprint, depth, url_prefix, title)
         if mode != "vector":
             kw = con.keyword_candidates(question, fingerprint, depth, url_prefix, title)
-        if mode == "hybrid":
+        if mode == "hybrid" and by_page:
+            # Pages are fused, not chunks: a page whose best vector chunk and best keyword
+            # chunk differ is still ranked high by both lists, instead of each chunk getting
+            # one list's share.
+            scored = fuse([best_per_page(vec), best_per_page(kw)], key=PAGE)
+        elif mode == "hybrid":
             scored = fuse([vec, kw])
         else:
             scored = [(r, r[8]) for r in (vec or kw)]
@@ -166,16 +171,35 @@ def _ranked(con, mode, question, query, fingerprint, k, by_page, url_prefix, tit
         depth *= 4
 
 
-def fuse(lists: list[list[tuple]]) -> list[tuple[tuple, float]]:
-    """Reciprocal rank fusion of ranked row lists (rows keyed by chunk id, their first field)."""
+# Candidate row fields (Store.vector_candidates / keyword_candidates).
+CHUNK, PAGE = 0, 6  # chunk id; the page's content hash (one page stored under two URLs is one)
+
+
+def fuse(lists: list[list[tuple]], key: int = CHUNK) -> list[tuple[tuple, float]]:
+    """Reciprocal rank fusion of ranked row lists, rows identified by field ``key`` (the chunk
+    id, or the page for lists of one row per page). Each item is shown by its row from the
+    list that ranked it highest."""
     scores: dict[str, float] = {}
-    rows: dict[str, tuple] = {}
+    rows: dict[str, tuple[int, tuple]] = {}
     for ranked in lists:
         for rank, row in enumerate(ranked, start=1):
-            scores[row[0]] = scores.get(row[0], 0.0) + 1.0 / (RRF_K + rank)
-            rows.setdefault(row[0], row)
-    order = sorted(scores, key=lambda cid: (-scores[cid], cid))
-    return [(rows[cid], scores[cid]) for cid in order]
+            ident = row[key]
+            scores[ident] = scores.get(ident, 0.0) + 1.0 / (RRF_K + rank)
+            if ident not in rows or rank < rows[ident][0]:
+                rows[ident] = (rank, row)
+    order = sorted(scores, key=lambda ident: (-scores[ident], ident))
+    return [(rows[ident][1], scores[ident]) for ident in order]
+
+
+def best_per_page(ranked: list[tuple]) -> list[tuple]:
+    """Each page's first (best-ranked) row, in order."""
+    seen: set = set()
+    out = []
+    for row in ranked:
+        if row[PAGE] not in seen:
+            seen.add(row[PAGE])
+            out.append(row)
+    return out
 
 
 def dedupe(scored: list[tuple[tuple, float]], k: int, by_page: bool) -> list[tuple[tuple, float]]:
@@ -184,7 +208,7 @@ def dedupe(scored: list[tuple[tuple, float]], k: int, by_page: bool) -> list[tup
     seen: set = set()
     out = []
     for row, score in scored:
-        key = row[6] if by_page else (row[6], row[7])
+        key = row[PAGE] if by_page else (row[PAGE], row[7])
         if key in seen:
             continue
         seen.add(key)

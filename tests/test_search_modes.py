@@ -206,3 +206,37 @@ def test_fuse_and_dedupe():
     assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61)
     assert [r[0] for r, _ in dedupe(fused, 5, by_page=True)] == ["c2", "c3"]
     assert [r[0] for r, _ in dedupe(fused, 2, by_page=False)] == ["c2", "c1"]
+
+
+class _Candidates:
+    """A store session that returns fixed candidate lists (the fields of Store candidates)."""
+
+    def __init__(self, vector, keyword):
+        self.lists = {"vector": vector, "keyword": keyword}
+
+    def vector_candidates(self, query, fingerprint, limit, url_prefix="", title=""):
+        return self.lists["vector"][:limit]
+
+    def keyword_candidates(self, question, fingerprint, limit, url_prefix="", title=""):
+        return self.lists["keyword"][:limit]
+
+
+def _row(chunk, page, index=0):
+    return (chunk, "item-" + page, page.upper(), f"http://t/{page}", "", "text", page, index, 0.0)
+
+
+def test_hybrid_by_page_fuses_pages_not_chunks():
+    """A page that both lists rank second, through different chunks, beats pages that only one
+    list ranks first: by chunk, each of its chunks got one list's share and it came third."""
+    from rag_app.search import _ranked
+
+    con = _Candidates(
+        vector=[_row("q1", "q"), _row("p-install", "p", 0)],
+        keyword=[_row("r1", "r"), _row("p-options", "p", 3)],
+    )
+    ranked = _ranked(con, "hybrid", "question", [0.0], "fp", 3, True, "", "")
+    assert [row[6] for row, _ in ranked] == ["p", "q", "r"]
+    assert ranked[0][1] == pytest.approx(2 / 62)
+    # Chunks (not by page) are still fused per chunk.
+    chunks = _ranked(con, "hybrid", "question", [0.0], "fp", 4, False, "", "")
+    assert [row[0] for row, _ in chunks][:2] == ["q1", "r1"]
