@@ -74,6 +74,7 @@ MODULE_TIERS = {
     "test_soak": "e2e",
     "test_store": "unit",
     "test_store_interface": "unit",
+    "test_vector_cache": "unit",
     "test_tiers": "unit",
     "test_webserver_graphql": "e2e",
 }

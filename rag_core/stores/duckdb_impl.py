@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 
 from rag_core.stores import duckdb_store as sql
+from rag_core.stores import vector_cache
 from rag_core.stores.base import Store
 
 
@@ -74,6 +75,7 @@ class DuckDBStore(Store):
             return
         bound = type(self).__new__(type(self))
         bound.__dict__.update(self.__dict__)
+        bound.__dict__.pop("_signatures", None)  # a new connection: read its own
         with self._open(read_only) as con:
             bound._con, bound._read_only = con, read_only
             yield bound
@@ -218,30 +220,72 @@ class DuckDBStore(Store):
     def embeddings_dimension(self) -> int | None:
         return self._read(sql.embeddings_dimension)
 
+    def _caches_vectors(self) -> bool:
+        """Whether searches may rank from the process's copy of the vectors (vector_cache):
+        for a file whose vectors are FLOAT[n] ranked by array_cosine_similarity, i.e. this
+        class's own connect step, vector type and score (MemoryStore, DuckLakeStore and
+        other overrides rank in SQL)."""
+        cls = type(self)
+        return all(
+            getattr(cls, name) is getattr(DuckDBStore, name)
+            for name in ("_open", "vector_type", "vector_score")
+        )
+
     def vector_candidates(self, query, fingerprint, limit, url_prefix="", title="") -> list:
         score = self.vector_score(query)
         with self._reading() as con:
             if con is None:
                 return []
             try:
+                if not (url_prefix or title) and self._caches_vectors():
+                    snapshot = self._snapshot(con, fingerprint, len(query))
+                    ranked = None
+                    if snapshot is not None and snapshot.matrix.shape[1] == len(query):
+                        ranked = snapshot.top(sql.query_vector(con, query), limit)
+                    if ranked is not None:
+                        return snapshot.candidates(ranked)
                 return sql.vector_candidates(
                     con, query, fingerprint, limit, url_prefix, title, score
                 )
             except duckdb.CatalogException:
                 return []  # no embeddings table yet (checked here, not before every search)
 
+    def _snapshot(self, con, fingerprint, dim=None) -> vector_cache.Snapshot | None:
+        """The process's copy of the vectors of ``fingerprint`` as they are in ``con``: loaded
+        (``dim`` given) when the previous search saw the same vectors, else only if held."""
+        key = (str(self.path.resolve()), fingerprint)
+        if dim is None and not vector_cache.CACHE.holds(key):
+            return None  # nothing to check against: spare the signature's read
+        # A read-only session sees one state of the file (no process may write while it is
+        # open), so its signature is read once for the vector and keyword ranks of a search.
+        memo = self.__dict__.setdefault("_signatures", {}) if self._session_reads() else {}
+        if fingerprint not in memo:
+            memo[fingerprint] = sql.vector_signature(con, fingerprint)
+        signature = memo[fingerprint]
+        if dim is None:
+            return vector_cache.CACHE.current(key, signature)
+        return vector_cache.CACHE.snapshot(
+            key, signature, lambda: sql.load_vectors(con, fingerprint, dim)
+        )
+
+    def _session_reads(self) -> bool:
+        return self._con is not None and self._read_only
+
     def keyword_candidates(self, question, fingerprint, limit, url_prefix="", title="") -> list:
         with self._reading() as con:
             if con is None or not sql.fts_index_exists(con):
                 return []
-            return sql.keyword_candidates(con, question, fingerprint, limit, url_prefix, title)
+            snapshot = None
+            if not (url_prefix or title) and self._caches_vectors():
+                snapshot = self._snapshot(con, fingerprint)
+            return sql.keyword_candidates(
+                con, question, fingerprint, limit, url_prefix, title,
+                rows_of=snapshot.candidates if snapshot is not None else None,
+            )  # fmt: skip
 
     def keyword_index_current(self) -> bool:
         with self._reading() as con:
-            if con is None:
-                return False
-            sql.load_fts(con)
-            return sql.fts_is_current(con)
+            return con is not None and sql.fts_is_current(con)
 
     def keyword_index_age_s(self) -> float | None:
         return self._read(sql.fts_age_s)

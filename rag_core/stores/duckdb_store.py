@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -120,10 +121,13 @@ def ensure_schema(
             )
 
 
+# Schema questions go to DuckDB's catalog functions (duckdb_tables(), pragma_table_info(),
+# duckdb_schemas()), not to information_schema, whose views cost 8-100 ms on a freshly opened
+# file, paid by every search (docs/architecture.md, *Search*).
 def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    """Whether ``table`` exists in the main schema."""
+    """Whether ``table`` exists (in any attached database, as information_schema lists)."""
     row = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]
     ).fetchone()
     return bool(row and row[0])
 
@@ -131,10 +135,14 @@ def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
 def embeddings_dimension(con: duckdb.DuckDBPyConnection) -> int | None:
     """Width of the embeddings' FLOAT[n] column (of a stored vector where the column is a
     FLOAT[] list), or None when the table is absent or holds no vector to measure."""
-    row = con.execute(
-        "SELECT data_type FROM information_schema.columns "
-        "WHERE table_name = 'embeddings' AND column_name = 'embedding'"
-    ).fetchone()
+    try:
+        # pragma_table_info reads one table's entry: on a freshly opened file 14 ms against
+        # 100-140 ms for duckdb_columns() or information_schema, which list every column.
+        row = con.execute(
+            "SELECT type FROM pragma_table_info('embeddings') WHERE name = 'embedding'"
+        ).fetchone()
+    except duckdb.CatalogException:
+        return None  # no embeddings table (callers read outside a write transaction)
     if not row:
         return None
     text = str(row[0])
@@ -256,6 +264,10 @@ def example_title(con: duckdb.DuckDBPyConnection) -> str | None:
 # rows are missing from keyword ranks until the next rebuild).
 
 FTS_SCHEMA = "fts_main_chunks"
+# The index's (termid, docid) pairs in term order (rebuild_fts_index); an index built before
+# it existed is read through the extension's own ``terms`` table.
+POSTINGS = "postings_by_term"
+STEMMER = "english"
 FTS_STATE_DDL = """
 CREATE TABLE IF NOT EXISTS fts_state (
     chunks BIGINT NOT NULL,
@@ -317,7 +329,7 @@ def fts_age_s(con: duckdb.DuckDBPyConnection) -> float | None:
 def fts_index_exists(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether the chunks table has an fts index (its schema exists)."""
     row = con.execute(
-        "SELECT count(*) FROM information_schema.schemata WHERE schema_name = ?", [FTS_SCHEMA]
+        "SELECT count(*) FROM duckdb_schemas() WHERE schema_name = ?", [FTS_SCHEMA]
     ).fetchone()
     return bool(row and row[0])
 
@@ -330,7 +342,13 @@ def rebuild_fts_index(con: duckdb.DuckDBPyConnection) -> float:
     # English stemming and stop words: both question sets are English documentation.
     con.execute(
         "PRAGMA create_fts_index('chunks', 'chunk_id', 'heading', 'text', "
-        "stemmer = 'english', stopwords = 'english', overwrite = 1)"
+        f"stemmer = '{STEMMER}', stopwords = 'english', overwrite = 1)"
+    )
+    # The index's terms table is in document order, so finding a term's postings reads all
+    # of it; this copy in term order lets a search read only the row groups of its terms.
+    con.execute(
+        f"CREATE OR REPLACE TABLE {FTS_SCHEMA}.{POSTINGS} AS "
+        f"SELECT termid, docid FROM {FTS_SCHEMA}.terms ORDER BY termid, docid"
     )
     elapsed = time.monotonic() - started
     con.execute(FTS_STATE_DDL)
@@ -342,6 +360,79 @@ def rebuild_fts_index(con: duckdb.DuckDBPyConnection) -> float:
     return elapsed
 
 
+# The stemmer (the fts extension's ``stem``) lives in one in-memory DuckDB per process: the
+# extension's LOAD verifies the 11.6 MB binary's signature, 40-120 ms that a LOAD into each
+# freshly opened store file paid on every keyword search. The store file itself needs no
+# extension to rank: its index is plain tables and macros (docs/architecture.md, *Search*).
+_stemmer: duckdb.DuckDBPyConnection | None = None
+_stemmer_lock = threading.Lock()
+
+
+def stems(words: Sequence[str]) -> list[str]:
+    """The distinct stems of ``words`` as the keyword index stems them."""
+    global _stemmer
+    if not words:
+        return []
+    with _stemmer_lock:  # one connection, used by one thread at a time
+        if _stemmer is None:
+            con = duckdb.connect(":memory:")
+            load_fts(con)
+            _stemmer = con
+        rows = _stemmer.execute(
+            "SELECT DISTINCT stem(unnest($words), $stemmer)",
+            {"words": list(words), "stemmer": STEMMER},
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+# BM25 as the fts extension's match_bm25 macro computes it (k1 = 1.2, b = 0.75, every field,
+# disjunctive), over the question's terms only: the macro is evaluated for every chunk row,
+# with the chunks' text carried through the join; this ranks the few (docid, score) pairs and
+# reads chunk text for the winners alone. Same expression, same order of operations.
+BM25_TOP_SQL = f"""
+WITH qterms AS (
+    SELECT t.termid, t.docid FROM {FTS_SCHEMA}.{{postings}} t WHERE t.termid IN ({{termids}})
+), term_tf AS (
+    SELECT termid, docid, count_star() AS tf FROM qterms GROUP BY docid, termid
+), subscores AS (
+    SELECT docs.docid,
+           log(((((SELECT num_docs FROM {FTS_SCHEMA}.stats) - df) + 0.5) / (df + 0.5)) + 1)
+           * ((tf * (1.2 + 1)) / (tf + (1.2 * ((1 - 0.75)
+              + (0.75 * (len / (SELECT avgdl FROM {FTS_SCHEMA}.stats))))))) AS subscore
+    FROM term_tf
+    JOIN {FTS_SCHEMA}.docs docs ON term_tf.docid = docs.docid
+    JOIN {FTS_SCHEMA}.dict dict ON term_tf.termid = dict.termid
+), scores AS (
+    SELECT docid, sum(subscore) AS score FROM subscores GROUP BY docid
+)
+SELECT docs.name AS chunk_id, scores.score
+FROM scores JOIN {FTS_SCHEMA}.docs docs ON docs.docid = scores.docid
+ORDER BY scores.score DESC, chunk_id
+LIMIT $limit
+"""
+
+
+def question_terms(con: duckdb.DuckDBPyConnection, question: str) -> list[str]:
+    """The question's terms as the keyword index holds them: split by the index's own
+    ``tokenize`` macro (its ignore pattern), then stemmed."""
+    rows = con.execute(
+        f"SELECT DISTINCT unnest({FTS_SCHEMA}.tokenize($q))", {"q": question}
+    ).fetchall()
+    return stems([r[0] for r in rows if r[0]])
+
+
+def question_termids(con: duckdb.DuckDBPyConnection, question: str) -> list[int]:
+    """The keyword index's term ids of the question's terms (terms it does not hold drop)."""
+    terms = question_terms(con, question)
+    if not terms:
+        return []
+    rows = con.execute(
+        f"SELECT termid FROM {FTS_SCHEMA}.dict WHERE term IN (SELECT unnest($terms))",
+        {"terms": terms},
+    ).fetchall()
+    return sorted(int(r[0]) for r in rows)
+
+
 def keyword_candidates(
     con: duckdb.DuckDBPyConnection,
     question: str,
@@ -349,32 +440,62 @@ def keyword_candidates(
     limit: int,
     url_prefix: str = "",
     title: str = "",
+    rows_of: Callable[[Sequence[tuple[str, float]]], list[tuple]] | None = None,
 ) -> list[tuple]:
     """Top ``limit`` chunks by BM25 for ``question`` among those with a vector of index
     ``fingerprint``: (chunk_id, item_id, title, url, heading, text, content_hash, chunk_index,
-    score)."""
-    load_fts(con)
-    return con.execute(
+    score). ``rows_of`` gives the rows of (chunk_id, score) pairs instead of the joins (the
+    vectors of ``fingerprint`` held in memory, unfiltered searches only).
+
+    The best-scored chunk ids are ranked first, then joined to their rows; the ones dropped by
+    the join (no vector of ``fingerprint``, filtered out, or gone since the index was built)
+    are made up by asking for four times as many, until ``limit`` remain or none are left."""
+    termids = question_termids(con, question)
+    if not termids:
+        return []
+    postings = POSTINGS if table_exists(con, POSTINGS) else "terms"
+    # Term ids go in as integer constants: a constant IN list lets the scan skip the row
+    # groups of other terms by their min/max (a parameter list becomes a join, no skipping).
+    sql = BM25_TOP_SQL.format(postings=postings, termids=", ".join(str(int(t)) for t in termids))
+    depth = 2 * limit
+    while True:
+        top = con.execute(sql, {"limit": depth}).fetchall()
+        if rows_of is not None:
+            rows = rows_of(top)
+        else:
+            rows = _candidate_rows(con, top, fingerprint, url_prefix, title)
+        if len(rows) >= limit or len(top) < depth:
+            return rows[:limit]
+        depth *= 4
+
+
+def _candidate_rows(
+    con: duckdb.DuckDBPyConnection,
+    scored: Sequence[tuple[str, float]],
+    fingerprint: str,
+    url_prefix: str = "",
+    title: str = "",
+) -> list[tuple]:
+    """The candidate rows of ``scored`` (chunk_id, score) pairs, in their order, keeping those
+    with a chunk, a document, a vector of ``fingerprint`` and the filters."""
+    if not scored:
+        return []
+    ids = [chunk_id for chunk_id, _ in scored]
+    # The few ids drive the joins (a table of them, not an IN filter over chunks: measured
+    # 48 against 68 ms on a freshly opened 100k-chunk file).
+    found = con.execute(
         f"""
-        SELECT * FROM (
-            SELECT c.chunk_id, c.item_id, d.title, d.url, c.heading, c.text, d.content_hash,
-                   c.chunk_index,
-                   {FTS_SCHEMA}.match_bm25(c.chunk_id, $q) AS score
-            FROM chunks c JOIN documents d ON d.item_id = c.item_id
-            WHERE {_filters_sql()}
-              AND c.chunk_id IN (SELECT chunk_id FROM embeddings WHERE fingerprint = $fingerprint)
-        ) WHERE score IS NOT NULL
-        ORDER BY score DESC, chunk_id
-        LIMIT $limit
+        SELECT c.chunk_id, c.item_id, d.title, d.url, c.heading, c.text, d.content_hash,
+               c.chunk_index
+        FROM (SELECT unnest($ids) AS chunk_id) top
+        JOIN chunks c USING (chunk_id) JOIN documents d ON d.item_id = c.item_id
+        JOIN embeddings e ON e.chunk_id = c.chunk_id AND e.fingerprint = $fingerprint
+        WHERE {_filters_sql()}
         """,
-        {
-            "q": question,
-            "limit": limit,
-            "prefix": url_prefix,
-            "title": title,
-            "fingerprint": fingerprint,
-        },
+        {"ids": ids, "prefix": url_prefix, "title": title, "fingerprint": fingerprint},
     ).fetchall()
+    by_id = {row[0]: row for row in found}
+    return [(*by_id[cid], score) for cid, score in scored if cid in by_id]
 
 
 def vector_candidates(
@@ -412,6 +533,58 @@ def vector_candidates(
         {"fingerprint": fingerprint, "limit": limit}
         | ({"prefix": url_prefix, "title": title} if filtered else {}),
     ).fetchall()
+
+
+def vector_signature(con: duckdb.DuckDBPyConnection, fingerprint: str) -> tuple[int, int]:
+    """(count, order-free checksum of chunk id and row id) of the vectors of ``fingerprint``:
+    a publish or delete changes it (a replaced row gets a new row id), so an in-process copy
+    of the vectors (vector_cache) is used only while it still matches."""
+    row = con.execute(
+        "SELECT count(*), coalesce(bit_xor(hash(chunk_id, rowid)), 0) FROM embeddings "
+        "WHERE fingerprint = $fingerprint",
+        {"fingerprint": fingerprint},
+    ).fetchone()
+    return int(row[0]), int(row[1])
+
+
+def load_vectors(
+    con: duckdb.DuckDBPyConnection, fingerprint: str, dim: int
+) -> tuple[list[str], np.ndarray, dict[str, tuple]]:
+    """The chunk ids and the (n, dim) float32 matrix of the vectors of ``fingerprint``, in
+    one order (both scans return the table's order, DuckDB preserving insertion order; each
+    row's first component is compared to be sure, ValueError if not), and the candidate row
+    (chunk_id, item_id, title, url, heading, text, content_hash, chunk_index) of each of
+    those chunks that has a chunk and a document row.
+
+    The rows may be held with the vectors: a page's document and chunks change only with
+    its vectors (``publish_items`` replaces the three together, deletes remove all three),
+    and replaced vectors change ``vector_signature``."""
+    params = {"fingerprint": fingerprint}
+    where = "FROM embeddings WHERE fingerprint = $fingerprint"
+    heads = con.execute(f"SELECT chunk_id, embedding[1] AS head {where}", params).fetchnumpy()
+    # unnest flattens the arrays into one float column: numpy receives it without a Python
+    # object per vector (fetchnumpy of the array column is several times slower).
+    flat = con.execute(f"SELECT unnest(embedding) AS v {where}", params).fetchnumpy()["v"]
+    if np.ma.is_masked(flat) or np.ma.is_masked(heads["head"]):
+        raise ValueError("a stored vector has NULL components")  # (a NaN stored as NULL)
+    ids = [str(cid) for cid in heads["chunk_id"]]
+    matrix = np.ascontiguousarray(flat, dtype=np.float32).reshape(len(ids), dim)
+    if not np.array_equal(matrix[:, 0], np.asarray(heads["head"], dtype=np.float32)):
+        raise ValueError("the vectors came back in another order than their chunk ids")
+    found = con.execute(
+        "SELECT c.chunk_id, c.item_id, d.title, d.url, c.heading, c.text, d.content_hash, "
+        "c.chunk_index FROM embeddings e JOIN chunks c USING (chunk_id) "
+        "JOIN documents d ON d.item_id = c.item_id WHERE e.fingerprint = $fingerprint",
+        params,
+    ).fetchall()
+    return ids, matrix, {row[0]: row for row in found}
+
+
+def query_vector(con: duckdb.DuckDBPyConnection, query: Sequence[float]) -> np.ndarray:
+    """``query`` as the SQL ranking sees it: the constant of ``array_score`` cast to FLOAT[n]
+    by DuckDB (its decimal literals do not always round to the float32 a numpy cast gives)."""
+    row = con.execute(f"SELECT {vector_literal(query)}::FLOAT[{len(query)}]").fetchone()
+    return np.asarray(row[0], dtype=np.float32)
 
 
 def vector_literal(query: Sequence[float]) -> str:
