@@ -246,8 +246,8 @@ def batch_sizes(count: int, batch_size: int) -> list[int]:
     any size from 1 to 64 at each of 8 padded lengths gave the warm server up to 512 shapes,
     and its RSS grew with the number of pages embedded (1.6 GB at 500 pages, 2.5 GB at 5,000,
     bench P5b). Here a length meets at most log2(batch_size) + 2 batch sizes. The batch size
-    changes no vector (``_encode_bucketed``), and the extra small batches cost little: they
-    are the tail of a request's texts of one length."""
+    changes no vector (``_encode_bucketed``); the extra, smaller forward passes cost ~6 % of
+    the chunks/s (docs/architecture.md)."""
     sizes = [batch_size] * (count // batch_size)
     rest = count % batch_size
     while rest:
