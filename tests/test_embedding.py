@@ -20,6 +20,7 @@ def resource_embedder(**config):
     vectors (the default, auto, is bfloat16 on CPUs with native BF16)."""
     return EmbedderResource(**{"dtype": "float32", **config}).get_embedder()
 
+
 TOKEN = "test-session-token"
 
 TEXTS = [
@@ -127,6 +128,43 @@ def test_bfloat16_vectors_do_not_depend_on_the_batch():
     from tests.test_embedders import assert_embedder_contract
 
     assert_embedder_contract(embedder)  # unit length and batch-independent within 1e-5
+
+
+def test_batch_sizes_cover_every_text_with_few_distinct_sizes():
+    for batch_size in (1, 7, 64, 100):
+        seen = set()
+        for count in range(0, 300):
+            sizes = embedding.batch_sizes(count, batch_size)
+            assert sum(sizes) == count and all(0 < size <= batch_size for size in sizes)
+            seen.update(sizes)
+        # The full batch and the powers of two below it, whatever the counts.
+        assert len(seen) <= batch_size.bit_length() + 1
+    assert embedding.batch_sizes(100, 64) == [64, 32, 4]
+
+
+@pytest.mark.skipif(not embedding.cpu_has_native_bf16(), reason="CPU has no native bfloat16")
+def test_bfloat16_meets_few_tensor_shapes_however_the_texts_come():
+    """oneDNN keeps a compiled kernel per tensor shape for the life of the process (~3 MB
+    each here): batches of every size from 1 to 64 made the warm server's RSS grow with the
+    pages embedded (bench P5b). Requests of 1 to 40 texts of one padded length now meet 6
+    batch sizes, not 40, and the vectors are those of one text at a time."""
+    embedder = resource_embedder(dtype="bfloat16")
+    model = embedding._loaded(embedder.model, embedder.dtype, embedder.threads)
+    shapes = set()
+    # On the library's Transformer module: it calls the BERT model's forward directly.
+    hook = model[0].register_forward_pre_hook(
+        lambda _module, args: shapes.add(tuple(args[0]["input_ids"].shape))
+    )
+    texts = [f"page {i} of the guide, about retries" for i in range(40)]
+    try:
+        together = [embedder.encode(texts[:count], batch_size=64) for count in range(1, 41)]
+    finally:
+        hook.remove()
+    assert {length for _, length in shapes} == {32}
+    assert len(shapes) <= 7, sorted(shapes)
+    alone = np.stack([embedder.encode([text], batch_size=1)[0] for text in texts])
+    for count, vectors in enumerate(together, start=1):
+        assert np.array_equal(vectors, alone[:count])
 
 
 def test_the_model_and_its_server_client_keep_the_embedder_contract(server, monkeypatch):
