@@ -47,6 +47,10 @@ VARIANTS = {
     "header-s254": ChunkingOptions(254, 32, True, 64),
     "header-s254-o0": ChunkingOptions(254, 0, True, 64),
     "header-o0": ChunkingOptions(224, 0, True, 56),
+    # size and overlap without the header (the header loses on the PostgreSQL set)
+    "s128": ChunkingOptions(128, 16, False, 32),
+    "s254": ChunkingOptions(254, 32, False, 64),
+    "o0": ChunkingOptions(224, 0, False, 56),
 }
 
 
