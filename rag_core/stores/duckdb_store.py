@@ -412,6 +412,13 @@ LIMIT $limit
 """
 
 
+# A search candidate's row, before its score: keyword, vector and in-memory ranks return
+# the same fields (rag_app.search reads them by position), from chunks ``c`` and documents ``d``.
+CANDIDATE_COLUMNS = (
+    "c.chunk_id, c.item_id, d.title, d.url, c.heading, c.text, d.content_hash, c.chunk_index"
+)
+
+
 def question_terms(con: duckdb.DuckDBPyConnection, question: str) -> list[str]:
     """The question's terms as the keyword index holds them: split by the index's own
     ``tokenize`` macro (its ignore pattern), then stemmed."""
@@ -485,8 +492,7 @@ def _candidate_rows(
     # 48 against 68 ms on a freshly opened 100k-chunk file).
     found = con.execute(
         f"""
-        SELECT c.chunk_id, c.item_id, d.title, d.url, c.heading, c.text, d.content_hash,
-               c.chunk_index
+        SELECT {CANDIDATE_COLUMNS}
         FROM (SELECT unnest($ids) AS chunk_id) top
         JOIN chunks c USING (chunk_id) JOIN documents d ON d.item_id = c.item_id
         JOIN embeddings e ON e.chunk_id = c.chunk_id AND e.fingerprint = $fingerprint
@@ -525,8 +531,7 @@ def vector_candidates(
             ORDER BY score DESC, e.chunk_id
             LIMIT $limit
         )
-        SELECT c.chunk_id, c.item_id, d.title, d.url, c.heading, c.text, d.content_hash,
-               c.chunk_index, top.score
+        SELECT {CANDIDATE_COLUMNS}, top.score
         FROM top JOIN chunks c USING (chunk_id) JOIN documents d ON d.item_id = c.item_id
         ORDER BY top.score DESC, c.chunk_id
         """,
@@ -572,8 +577,7 @@ def load_vectors(
     if not np.array_equal(matrix[:, 0], np.asarray(heads["head"], dtype=np.float32)):
         raise ValueError("the vectors came back in another order than their chunk ids")
     found = con.execute(
-        "SELECT c.chunk_id, c.item_id, d.title, d.url, c.heading, c.text, d.content_hash, "
-        "c.chunk_index FROM embeddings e JOIN chunks c USING (chunk_id) "
+        f"SELECT {CANDIDATE_COLUMNS} FROM embeddings e JOIN chunks c USING (chunk_id) "
         "JOIN documents d ON d.item_id = c.item_id WHERE e.fingerprint = $fingerprint",
         params,
     ).fetchall()
