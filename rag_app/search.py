@@ -4,7 +4,9 @@ hybrid (both ranked lists fused by reciprocal rank)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from rag_core import stores
 from rag_core.embedders import Embedder
@@ -193,29 +195,30 @@ def fuse(lists: list[list[tuple]], key: int = CHUNK) -> list[tuple[tuple, float]
 
 def best_per_page(ranked: list[tuple]) -> list[tuple]:
     """Each page's first (best-ranked) row, in order."""
+    return first_of_each(ranked, lambda row: row[PAGE])
+
+
+def first_of_each(items: list, key: Callable[[Any], Hashable], limit: int | None = None) -> list:
+    """The first item of each ``key``, in order, at most ``limit`` of them."""
     seen: set = set()
     out = []
-    for row in ranked:
-        if row[PAGE] not in seen:
-            seen.add(row[PAGE])
-            out.append(row)
+    for item in items:
+        ident = key(item)
+        if ident in seen:
+            continue
+        seen.add(ident)
+        out.append(item)
+        if len(out) == limit:
+            break
     return out
 
 
 def dedupe(scored: list[tuple[tuple, float]], k: int, by_page: bool) -> list[tuple[tuple, float]]:
     """The first ``k`` rows, each page's text shown once: the same page stored under two URLs
     (/ and /index.html) has one content hash; ``by_page`` keeps only each page's best chunk."""
-    seen: set = set()
-    out = []
-    for row, score in scored:
-        key = row[PAGE] if by_page else (row[PAGE], row[7])
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append((row, score))
-        if len(out) == k:
-            break
-    return out
+    if by_page:
+        return first_of_each(scored, lambda pair: pair[0][PAGE], k)
+    return first_of_each(scored, lambda pair: (pair[0][PAGE], pair[0][7]), k)
 
 
 def rebuild_fts(settings: Settings, wait_s: float = 1.0) -> None:
