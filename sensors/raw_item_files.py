@@ -129,7 +129,7 @@ class FilesCursor:
             self.watermark_ns = max(self.watermark_ns, newest - MTIME_LAG_NS)
         earlier = self.recent
         self.recent = {key: mtime for key, mtime in done if mtime > self.watermark_ns}
-        if handled is not None:
+        if handled is not None and handled < len(files):
             # A file past the cut that an earlier tick handled (its mtime within the lag of a
             # newer one) stays handled: it must not be asked for twice. (A rewritten one has a
             # new mtime, so the kept entry does not hide it; a deleted one ages out.)
@@ -378,7 +378,7 @@ def evaluate_files(
     cursor.advance(listed, scan_started_ns, handled)
     if deferred:
         context.log.info(
-            f"{len(cursor.pending) + len(touched)} item(s) waiting (at most {MAX_WAITING_KEYS}):"
+            f"{len(pending)} item(s) waiting (at most {MAX_WAITING_KEYS}):"
             " newer item files are registered by later ticks"
         )
     scan_s = time.monotonic() - started
