@@ -43,6 +43,7 @@ STAT_PAUSES = "rag/backpressure_pauses"
 STAT_PAUSED_S = "rag/backpressure_paused_seconds"
 STAT_MAX_WAITING = "rag/backpressure_max_waiting"
 POLL_S = 1.0
+MTIME_CLOCK_SLACK_NS = 50_000_000
 
 
 class IngestedSince:
@@ -95,7 +96,11 @@ class Backpressure:
         self.resume_at = max(0, max_pending - batch)
         self.ingested = ingested  # .refresh() -> set of ingested keys
         self.raw_dir = raw_dir
-        self.started_ns = time.time_ns()
+        # File mtimes come from the kernel's coarse clock, up to a tick (1-10 ms) behind
+        # time.time_ns(): a file written just after this moment may carry an mtime just before
+        # it. The slack keeps such a file counted (a page left from an earlier crawl is far
+        # older: a crawl fetches before it writes).
+        self.started_ns = time.time_ns() - MTIME_CLOCK_SLACK_NS
         self.written: set[str] = set()
         self.done: set[str] = set()
         self.paused_at: float | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
@@ -243,3 +244,19 @@ def test_backpressure_resumes_one_crawl_batch_below_the_bound(tmp_path: Path) ->
     ingested.keys = {item_key(u) for u in urls[:4]}  # 6 wait: 6 + 4 = the bound
     extension._poll()
     assert not crawler.engine.paused
+
+
+def test_a_file_stamped_just_before_the_start_by_the_coarse_clock_still_counts(
+    tmp_path: Path,
+) -> None:
+    """File mtimes come from the kernel's coarse clock, a tick behind time.time_ns(): a page
+    written right after the crawl started may be stamped a few ms before it (a CI flake)."""
+    crawler, ingested = _Crawler(), _Ingested()
+    raw = tmp_path / "raw"
+    extension = Backpressure(crawler, 5, ingested, raw)
+    extension.poll.start = lambda *a, **k: None
+    key = write_page(raw, "http://site.test/early", "E", "<p>e</p>")
+    stamp = time.time_ns() - 5_000_000  # what the coarse clock may give, 5 ms "ago"
+    os.utime(raw / item_file_name(key), ns=(stamp, stamp))
+    extension.item_scraped({"url": "http://site.test/early"})
+    assert extension.waiting == 1
