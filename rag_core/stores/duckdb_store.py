@@ -345,18 +345,20 @@ def fts_is_current(con: duckdb.DuckDBPyConnection) -> bool:
             "FROM fts_state s",
             {"schema": FTS_SCHEMA},
         ).fetchone()
-    except duckdb.CatalogException:
-        row = None  # no fts_state (never built) or no chunk_changes (an older file)
+    except (duckdb.CatalogException, duckdb.InvalidInputException):
+        # No fts_state (never built) or no chunk_changes (an older file); DuckDB's Python
+        # client raises the latter when a missing table's name matches a Python variable.
+        row = None
     if row is not None and row[1] is not None:
-        chunks, changes, now_chunks, now_changes, index = row
-        return bool(index) and (chunks, changes) == (now_chunks, now_changes)
+        built_rows, built_changes, rows, changes, index = row
+        return bool(index) and (built_rows, built_changes) == (rows, changes)
     if not table_exists(con, "fts_state") or not fts_index_exists(con):
         return False
     row = con.execute("SELECT chunks, checksum FROM fts_state").fetchone()
     return row is not None and (int(row[0]), int(row[1])) == chunks_signature(con)
 
 
-def chunk_changes(con: duckdb.DuckDBPyConnection) -> int | None:
+def changes_logged(con: duckdb.DuckDBPyConnection) -> int | None:
     """Rows of chunk_changes (None while it does not exist)."""
     try:
         return int(con.execute("SELECT count(*) FROM chunk_changes").fetchone()[0])
@@ -387,7 +389,7 @@ def rebuild_fts_index(con: duckdb.DuckDBPyConnection) -> float:
     started = time.monotonic()
     load_fts(con)
     con.execute(CHUNK_CHANGES_DDL)
-    changes = chunk_changes(con)
+    changes = changes_logged(con)
     signature = chunks_signature(con)
     # English stemming and stop words: both question sets are English documentation.
     con.execute(
