@@ -583,15 +583,27 @@ def bm25_top(
         return con.execute(sql, {"limit": limit}).fetchall()
     if not scored:
         return []
-    names = dict(
-        con.execute(
-            f"SELECT docid, name FROM {FTS_SCHEMA}.docs WHERE docid IN (SELECT unnest($ids))",
-            {"ids": [docid for docid, _ in scored]},
-        ).fetchall()
-    )
+    ids = [int(docid) for docid, _ in scored]
+    if len(ids) <= NAMES_BY_CONSTANTS:
+        # Integer constants again: the scan skips by min/max and filters as it reads (a
+        # list parameter is joined to a scan of every docid: 22 against 6 ms at 100k chunks).
+        where = f"docid IN ({', '.join(str(docid) for docid in ids)})"
+        sql = f"SELECT docid, name FROM {FTS_SCHEMA}.docs WHERE {where}"
+        names = dict(con.execute(sql).fetchall())
+    else:  # a long tie: one join rather than a statement of thousands of constants
+        names = dict(
+            con.execute(
+                f"SELECT docid, name FROM {FTS_SCHEMA}.docs WHERE docid IN (SELECT unnest($ids))",
+                {"ids": ids},
+            ).fetchall()
+        )
     # Python orders str by code point, as DuckDB orders VARCHAR (by UTF-8 bytes).
     ranked = sorted(((names[docid], score) for docid, score in scored), key=_by_score)
     return ranked[:limit]
+
+
+# Up to this many winners' names are asked for by a constant IN list (see bm25_top).
+NAMES_BY_CONSTANTS = 2000
 
 
 def _by_score(pair: tuple[str, float]) -> tuple[float, str]:
