@@ -392,3 +392,28 @@ def test_an_index_built_before_the_change_log_is_checked_by_its_checksum(store):
     with store.raw_connection(read_only=False) as con:
         con.execute("INSERT INTO chunks SELECT * REPLACE ('a-9' AS chunk_id) FROM chunks")
     assert not store.keyword_index_current()
+
+
+def test_every_write_of_vectors_changes_their_signature(store):
+    """The in-process vector copy (vector_cache) is used only while the signature read in the
+    search's connection matches: every publish or delete must change it, a re-publish of
+    the same ids and count too; other writes must not (the copy would be reloaded)."""
+
+    def signature():
+        with store.raw_connection() as con:
+            return duckdb_store.vector_signature(con, "fp1")
+
+    ingest(store, "a", [[1, 0, 0, 0], [0, 1, 0, 0]])
+    seen = [signature()]
+    store.record_errors("documents", ["a"], {"a": "x"}, "run")
+    store.set_files_state(["a"], "stored", "fp1")
+    assert signature() == seen[-1]
+    store.stage_documents(["a"], [doc("a")], {}, "run")
+    store.stage_chunks(["a"], [chunk("a", i) for i in range(2)], {}, "run")
+    store.publish(["a"], [vec("a", i, [0, 0, 1, 0]) for i in range(2)], DIM)
+    seen.append(signature())
+    ingest(store, "b", [[0, 0, 1, 0]], fp="other")  # another fingerprint's vectors
+    seen.append(signature())
+    store.delete_items(["b"])
+    seen.append(signature())
+    assert len(set(seen)) == len(seen) and seen[-1][0] == 2

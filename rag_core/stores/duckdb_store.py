@@ -674,10 +674,23 @@ def vector_candidates(
     ).fetchall()
 
 
-def vector_signature(con: duckdb.DuckDBPyConnection, fingerprint: str) -> tuple[int, int]:
-    """(count, order-free checksum of chunk id and row id) of the vectors of ``fingerprint``:
-    a publish or delete changes it (a replaced row gets a new row id), so an in-process copy
-    of the vectors (vector_cache) is used only while it still matches."""
+def vector_signature(con: duckdb.DuckDBPyConnection, fingerprint: str) -> tuple:
+    """A signature of the vectors of ``fingerprint`` (their count first) that every publish
+    or delete changes, so an in-process copy of the vectors (vector_cache) is used only while
+    it still matches: (count, "log", rows of chunk_changes, rows of embeddings), where every
+    platform write of vectors appends to chunk_changes (see ``chunks_changed``) in its
+    transaction; one small read instead of the checksum of every vector's chunk and row id
+    (5 ms a search at 100k vectors, ten times that at 1M), which a file without the log
+    still gets: (count, checksum)."""
+    try:
+        row = con.execute(
+            "SELECT count(*) FILTER (WHERE fingerprint = $fingerprint), count(*), "
+            " (SELECT count(*) FROM chunk_changes) FROM embeddings",
+            {"fingerprint": fingerprint},
+        ).fetchone()
+        return int(row[0]), "log", int(row[2]), int(row[1])
+    except (duckdb.CatalogException, duckdb.InvalidInputException):
+        pass  # no chunk_changes yet (see fts_is_current for the second exception)
     row = con.execute(
         "SELECT count(*), coalesce(bit_xor(hash(chunk_id, rowid)), 0) FROM embeddings "
         "WHERE fingerprint = $fingerprint",
