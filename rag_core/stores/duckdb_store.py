@@ -284,7 +284,7 @@ ALTER TABLE fts_state ADD COLUMN IF NOT EXISTS changes BIGINT;
 # 90 ms at 1M). Rows are only ever appended (appends never conflict between transactions; an
 # updated counter row would).
 CHUNK_CHANGES_DDL = """
-CREATE TABLE IF NOT EXISTS chunk_changes (changed_at TIMESTAMPTZ DEFAULT current_timestamp);
+CREATE TABLE IF NOT EXISTS chunk_changes (changed_at TIMESTAMPTZ);
 """
 # The BM25 weight of each (term, chunk) pair of the index, in term order (rebuild_fts_index):
 # a search sums its terms' weights; see BM25_TOP_SQL.
@@ -325,7 +325,8 @@ def chunks_changed(con: duckdb.DuckDBPyConnection) -> None:
     """Inside the caller's transaction that changes the chunks table: record the change (the
     keyword index built before it is stale from the commit on, see ``fts_is_current``)."""
     con.execute(CHUNK_CHANGES_DDL)
-    con.execute("INSERT INTO chunk_changes DEFAULT VALUES")
+    # (No column default: a DuckLake catalog, which runs the same writes, takes none.)
+    con.execute("INSERT INTO chunk_changes VALUES (current_timestamp)")
 
 
 def fts_is_current(con: duckdb.DuckDBPyConnection) -> bool:
