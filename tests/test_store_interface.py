@@ -341,3 +341,79 @@ def test_a_registered_store_serves_every_caller_of_its_path(tmp_path):
         memory.close()
     assert not path.exists()
     assert isinstance(stores.store_at(path), stores.DuckDBStore)
+
+
+def test_every_change_of_the_chunks_makes_the_keyword_index_stale(store):
+    """The keyword index's freshness is read from a change log the writers append to (no scan
+    of the chunks): every write of published chunks must make it stale, including a page
+    re-published with as many chunks under the same ids (a count would not see it), and
+    writes that leave the published chunks alone must not (no needless rebuild)."""
+
+    def rebuilt():
+        store.rebuild_keyword_index()
+        assert store.keyword_index_current()
+
+    ingest(store, "a", [[1, 0, 0, 0], [0, 1, 0, 0]])
+    rebuilt()
+    for untouched in (
+        lambda: store.stage_documents(["a"], [doc("a")], {}, "run"),
+        lambda: store.stage_chunks(["a"], [chunk("a", 0, "staged only")], {}, "run"),
+        lambda: store.record_errors("documents", ["a"], {"a": "x"}, "run"),
+        lambda: store.set_files_state(["a"], "stored", "fp1"),
+    ):
+        untouched()
+        assert store.keyword_index_current()
+    store.stage_documents(["a"], [doc("a")], {}, "run")
+    store.stage_chunks(["a"], [chunk("a", i, f"lumen {i}") for i in range(2)], {}, "run")
+    store.publish(["a"], [vec("a", i, [1, 0, 0, 0]) for i in range(2)], DIM)
+    assert not store.keyword_index_current()  # same ids, same count, new text
+    rebuilt()
+    assert [r[0] for r in store.keyword_candidates("lumen", "fp1", 5)] == ["a-0", "a-1"]
+    ingest(store, "b", [[0, 0, 1, 0]])
+    assert not store.keyword_index_current()
+    rebuilt()
+    store.delete_items(["b"])
+    assert not store.keyword_index_current()
+    rebuilt()
+    store.load_index([doc("c")], [chunk("c", 0)], [vec("c", 0, [0, 0, 0, 1])], DIM)
+    assert store.keyword_index_current()  # load_index rebuilds
+    with store.raw_connection(read_only=False) as con:
+        con.execute("DELETE FROM chunks WHERE chunk_id = 'c-0'")  # by hand: the count sees it
+    assert not store.keyword_index_current()
+
+
+def test_an_index_built_before_the_change_log_is_checked_by_its_checksum(store):
+    ingest(store, "a", [[1, 0, 0, 0]])
+    store.rebuild_keyword_index()
+    with store.raw_connection(read_only=False) as con:
+        con.execute("UPDATE fts_state SET changes = NULL")  # as an older build left it
+        con.execute("DROP TABLE chunk_changes")
+    assert store.keyword_index_current()
+    with store.raw_connection(read_only=False) as con:
+        con.execute("INSERT INTO chunks SELECT * REPLACE ('a-9' AS chunk_id) FROM chunks")
+    assert not store.keyword_index_current()
+
+
+def test_every_write_of_vectors_changes_their_signature(store):
+    """The in-process vector copy (vector_cache) is used only while the signature read in the
+    search's connection matches: every publish or delete must change it, a re-publish of
+    the same ids and count too; other writes must not (the copy would be reloaded)."""
+
+    def signature():
+        with store.raw_connection() as con:
+            return duckdb_store.vector_signature(con, "fp1")
+
+    ingest(store, "a", [[1, 0, 0, 0], [0, 1, 0, 0]])
+    seen = [signature()]
+    store.record_errors("documents", ["a"], {"a": "x"}, "run")
+    store.set_files_state(["a"], "stored", "fp1")
+    assert signature() == seen[-1]
+    store.stage_documents(["a"], [doc("a")], {}, "run")
+    store.stage_chunks(["a"], [chunk("a", i) for i in range(2)], {}, "run")
+    store.publish(["a"], [vec("a", i, [0, 0, 1, 0]) for i in range(2)], DIM)
+    seen.append(signature())
+    ingest(store, "b", [[0, 0, 1, 0]], fp="other")  # another fingerprint's vectors
+    seen.append(signature())
+    store.delete_items(["b"])
+    seen.append(signature())
+    assert len(set(seen)) == len(seen) and seen[-1][0] == 2

@@ -174,3 +174,11 @@ def test_the_keyword_ranking_is_the_fts_extensions_bm25(tmp_path):
             assert [r[8] for r in got] == pytest.approx([r[8] for r in expected], abs=1e-12)
             filtered = sql.keyword_candidates(con, question, "fp1", 7, url_prefix="http://s/p1")
             assert all(r[3].startswith("http://s/p1") for r in filtered)
+    # An index built before the per-pair weights table existed ranks the same from its terms.
+    with store.raw_connection(read_only=False) as con:
+        weighted = {q: sql.keyword_candidates(con, q, "fp1", 7) for q in ("lumen msi", "runs")}
+        con.execute(f"DROP TABLE {sql.FTS_SCHEMA}.{sql.BM25_WEIGHTS}")
+        for question, rows in weighted.items():
+            got = sql.keyword_candidates(con, question, "fp1", 7)
+            assert [r[:8] for r in got] == [r[:8] for r in rows], question
+            assert [r[8] for r in got] == pytest.approx([r[8] for r in rows], abs=1e-12)

@@ -273,15 +273,18 @@ class DuckDBStore(Store):
 
     def keyword_candidates(self, question, fingerprint, limit, url_prefix="", title="") -> list:
         with self._reading() as con:
-            if con is None or not sql.fts_index_exists(con):
+            if con is None:
                 return []
             snapshot = None
             if not (url_prefix or title) and self._caches_vectors():
                 snapshot = self._snapshot(con, fingerprint)
-            return sql.keyword_candidates(
-                con, question, fingerprint, limit, url_prefix, title,
-                rows_of=snapshot.candidates if snapshot is not None else None,
-            )  # fmt: skip
+            try:
+                return sql.keyword_candidates(
+                    con, question, fingerprint, limit, url_prefix, title,
+                    rows_of=snapshot.candidates if snapshot is not None else None,
+                )  # fmt: skip
+            except duckdb.CatalogException:
+                return []  # no keyword index yet (its tokenize macro is missing)
 
     def keyword_index_current(self) -> bool:
         with self._reading() as con:
