@@ -169,10 +169,7 @@ def start_rag_run(data: Path, tag: str, start_url: str, **env: str) -> subproces
         DUCKDB_PATH=str(data / "rag.duckdb"),
         DEMO_SITE_PORT=str(free_port()),
         START_URLS=start_url,
-        CRAWL_CONCURRENCY="2",
-        RUN_TIMEOUT_SECONDS="400",
-        **{TAG: tag},
-        **env,
+        **{TAG: tag, "CRAWL_CONCURRENCY": "2", "RUN_TIMEOUT_SECONDS": "400", **env},
     )
     return subprocess.Popen(
         [sys.executable, "-m", "rag_app.cli", "run"],
