@@ -1,9 +1,9 @@
 """``rag run``: the whole platform on one machine, end to end, with live progress.
 
 It starts what a deployment keeps running (the warm embedding server, one Dagster
-code server, a Dagster daemon on the project's instance), serves the demo site when no START_URLS are
-set, launches the crawl run through the instance's run queue, and lets the sensor
-drive ingestion. It returns once every crawled item is ingested.
+code server, a Dagster daemon on the project's instance), serves the demo site when
+no START_URLS are set, launches the crawl run through the instance's run queue, and
+lets the sensor drive ingestion. It returns once every crawled item is ingested.
 """
 
 from __future__ import annotations
