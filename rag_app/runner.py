@@ -1,9 +1,9 @@
 """``rag run``: the whole platform on one machine, end to end, with live progress.
 
-It starts what a deployment keeps running (the warm embedding server, a Dagster
-daemon on the project's instance), serves the demo site when no START_URLS are
-set, launches the crawl run through the instance's run queue, and lets the sensor
-drive ingestion. It returns once every crawled item is ingested.
+It starts what a deployment keeps running (the warm embedding server, one Dagster
+code server, a Dagster daemon on the project's instance), serves the demo site when
+no START_URLS are set, launches the crawl run through the instance's run queue, and
+lets the sensor drive ingestion. It returns once every crawled item is ingested.
 """
 
 from __future__ import annotations
@@ -272,6 +272,70 @@ def wait_for_embedding_server(
     raise RunFailedError(f"the embedding server at {url} did not start in {timeout_s:.0f} s")
 
 
+# The code location: the module `workspace.yaml` names, under the same location name, so
+# runs of earlier sessions (queued, retried) find their location again.
+CODE_LOCATION = "rag"
+CODE_MODULE = "rag_assets.definitions"
+SESSION_WORKSPACE = "session-workspace.yaml"
+
+
+@dataclass(frozen=True)
+class CodeServer:
+    """The session's Dagster code server and the workspace file that points at it."""
+
+    port: int
+    workspace: Path
+
+
+def start_code_server(settings: Settings, services: Services, env: dict[str, str]) -> CodeServer:
+    """Start the session's one Dagster code server (`dagster api grpc`, a single process)
+    on a free port, and write a workspace file with a `grpc_server` entry for it.
+
+    Given the repository's `workspace.yaml` (a `python_module` location), the daemon runs a
+    code server of its own and replaces it at every workspace reload (every 60 s, fixed in
+    Dagster), while the old one lives on as long as a run it launched: three or four at
+    once, ~190 MB each (docs/architecture.md, *One code server per session*). A `grpc_server`
+    location is only reconnected on reload. Run workers are its children and inherit ``env``
+    (the session id, the embedding server's URL and token).
+    """
+    port = free_port()
+    services.start(
+        "code-server",
+        [
+            str(BIN / "dagster"), "api", "grpc", "-m", CODE_MODULE,
+            "-d", str(PROJECT_ROOT), "--location-name", CODE_LOCATION,
+            "--host", "127.0.0.1", "--port", str(port),
+        ],
+        env,
+    )  # fmt: skip
+    workspace = settings.dagster_home / SESSION_WORKSPACE
+    workspace.parent.mkdir(parents=True, exist_ok=True)
+    workspace.write_text(
+        "# Written by each `rag run` session: its one code server (rag_app/runner.py).\n"
+        "load_from:\n"
+        "  - grpc_server:\n"
+        "      host: 127.0.0.1\n"
+        f"      port: {port}\n"
+        f"      location_name: {CODE_LOCATION}\n"
+    )
+    return CodeServer(port, workspace)
+
+
+def wait_for_code_server(server: CodeServer, services: Services, timeout_s: float = 180) -> None:
+    """Block until the code server accepts connections: `dagster api grpc` loads the
+    definitions before it binds its port, so an open port means a loaded location."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        services.check_alive()
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", server.port), timeout=1),
+        ):
+            return
+        time.sleep(0.2)
+    raise RunFailedError(f"the Dagster code server did not start in {timeout_s:.0f} s")
+
+
 @contextlib.contextmanager
 def demo_site_if_needed(settings: Settings) -> Iterator[str | None]:
     """Serve the bundled demo site when the user set no START_URLS."""
@@ -309,7 +373,7 @@ class Progress:
 
 
 def reindex_note(settings: Settings, files: int) -> str:
-    """"Index <fp>: n of m pages; re-index under way ..." while two fingerprints are stored."""
+    """ "Index <fp>: n of m pages; re-index under way ..." while two fingerprints are stored."""
     from rag_app.status import describe_coverage, index_coverage
     from rag_core.fingerprint import settings_fingerprint
 
@@ -427,9 +491,12 @@ def _run(settings, home, services, reporter, wall_start, started_at) -> dict:
         if server_url:
             overrides["EMBEDDING_SERVER_URL"] = server_url
         env = services.environment(child_environment(settings, **overrides))
-        services.start(
-            "dagster-daemon", [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], env
-        )
+        # One code server for the whole session, started before the daemon (which would
+        # otherwise load an unreachable location and retry only at its next reload, 60 s on).
+        code_server = start_code_server(settings, services, env)
+        wait_for_code_server(code_server, services)
+        workspace = str(code_server.workspace)
+        services.start("dagster-daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], env)
         if server_url and not settings.embedding_server_url:
             described = wait_for_embedding_server(server_url, services, overrides[TOKEN_ENV])
             print(f"Embedding model warm: {described['model']} ({described['dtype']})")
@@ -440,7 +507,7 @@ def _run(settings, home, services, reporter, wall_start, started_at) -> dict:
                 "job",
                 "launch",
                 "-w",
-                "workspace.yaml",
+                workspace,
                 "--job",
                 CRAWL_JOB,
                 "--run-id",

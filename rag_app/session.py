@@ -5,8 +5,8 @@ for its whole life. The kernel releases the lock when the holder dies, however i
 a lock left by a dead session is taken over without anyone deleting a file. A second
 session on the same folder fails at once, naming the holder recorded in the lock file.
 
-Every process a session starts, and everything those start in turn (the Dagster daemon,
-its code server, run workers, the crawl, the embedding server), inherits the environment
+Every process a session starts, and everything those start in turn (the Dagster code
+server and daemon, run workers, the crawl, the embedding server), inherits the environment
 variable ``RAG_SESSION_ID``. That is how a session finds all of its processes again,
 whichever process group or session they moved to: on a signal it stops them, and the next
 session stops what a SIGKILLed one (which could run no clean-up) left behind.

@@ -129,6 +129,7 @@ def test_progress_reads_keep_the_last_figures_while_another_process_holds_the_st
     import sys
 
     from rag_app.runner import WATCH_READ_TIMEOUT_S, watch_counts
+
     settings.duckdb_path.parent.mkdir(parents=True)
     first, fresh = watch_counts(settings, None)
     assert fresh and first["chunks"] == 0
@@ -165,3 +166,44 @@ def test_the_embedding_server_runs_with_few_malloc_arenas(tmp_path, monkeypatch)
     assert env["MALLOC_ARENA_MAX"] == "2" and env[TOKEN_ENV] == "tok"
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert embedding_server_environment(settings, "tok")["MALLOC_ARENA_MAX"] == "4"
+
+
+@pytest.mark.e2e
+def test_the_session_s_code_server_serves_the_location_through_a_workspace_of_its_own(tmp_path):
+    """The workspace `rag run` hands the daemon and the crawl launch names the session's one
+    code server under the location name of the repository's workspace.yaml, and leaves that
+    file alone (users run `dagster dev` on it)."""
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+
+    from rag_app.runner import (
+        CODE_LOCATION,
+        Services,
+        start_code_server,
+        wait_for_code_server,
+    )
+    from rag_core.constants import CRAWL_JOB
+    from rag_core.settings import PROJECT_ROOT, child_environment
+    from tests.helpers import settings_for
+
+    repo_workspace = (PROJECT_ROOT / "workspace.yaml").read_text()
+    settings = settings_for(tmp_path / "data")
+    services = Services(tmp_path / "logs")
+    try:
+        server = start_code_server(settings, services, child_environment(settings))
+        wait_for_code_server(server, services)
+        assert server.workspace.parent == settings.dagster_home
+        with (
+            open_instance(settings.dagster_home) as instance,
+            WorkspaceProcessContext(instance, WorkspaceFileTarget([str(server.workspace)])) as ctx,
+        ):
+            location = ctx.create_request_context().get_code_location(CODE_LOCATION)
+            jobs = {
+                j.name for repo in location.get_repositories().values() for j in repo.get_all_jobs()
+            }
+            assert CRAWL_JOB in jobs
+        [(name, process)] = services.processes
+        assert name == "code-server" and process.poll() is None
+    finally:
+        services.stop()
+    assert (PROJECT_ROOT / "workspace.yaml").read_text() == repo_workspace

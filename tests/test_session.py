@@ -169,10 +169,7 @@ def start_rag_run(data: Path, tag: str, start_url: str, **env: str) -> subproces
         DUCKDB_PATH=str(data / "rag.duckdb"),
         DEMO_SITE_PORT=str(free_port()),
         START_URLS=start_url,
-        CRAWL_CONCURRENCY="2",
-        RUN_TIMEOUT_SECONDS="400",
-        **{TAG: tag},
-        **env,
+        **{TAG: tag, "CRAWL_CONCURRENCY": "2", "RUN_TIMEOUT_SECONDS": "400", **env},
     )
     return subprocess.Popen(
         [sys.executable, "-m", "rag_app.cli", "run"],
@@ -242,6 +239,56 @@ def test_sighup_leaves_nothing_behind(tmp_path, site):
     time.sleep(3)
     err = stop_and_check_nothing_left(proc, signal.SIGHUP, tag)
     assert "stopped by SIGHUP" in err
+
+
+def code_servers(tag: str) -> list[int]:
+    """The session's Dagster code server processes (`dagster api grpc`, or the proxy of
+    `dagster code-server start`)."""
+    found = []
+    for pid in tagged(tag):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if " api grpc" in cmd or " code-server start" in cmd:
+            found.append(pid)
+    return found
+
+
+@pytest.mark.e2e
+def test_a_session_keeps_one_code_server_through_the_daemon_s_workspace_reloads(tmp_path):
+    """Issue 13 (P5a/P5b): given the repository's `python_module` workspace the daemon ran a
+    code server of its own and started another at every workspace reload (every 60 s) while
+    the old one lived on with the runs it launched, and the crawl launch loaded a third."""
+    from dagster._daemon.controller import RELOAD_WORKSPACE_INTERVAL
+
+    root = tmp_path / "www"
+    pages = 40
+    links = "".join(f'<a href="/p{i}.html">page {i}</a> ' for i in range(pages))
+    root.mkdir()
+    (root / "index.html").write_text(f"<html><title>Home</title><body>{links}</body></html>")
+    for i in range(pages):
+        (root / f"p{i}.html").write_text(
+            f"<html><title>Page {i}</title><body><h1>Page {i}</h1>"
+            + f"<p>Page {i} explains retries, crawling and embeddings.</p>" * 5
+            + "</body></html>"
+        )
+    data, tag = tmp_path / "data", uuid.uuid4().hex
+    # One request at a time, 2.5 s each: the crawl (and the session) outlives the reload.
+    with static_site(root, delay_s=2.5) as served:
+        proc = start_rag_run(data, tag, f"http://{served.netloc}/", CRAWL_CONCURRENCY="1")
+        wait_for_line(proc, "queued")
+        seen: set[int] = set()
+        most = 0
+        until = time.monotonic() + RELOAD_WORKSPACE_INTERVAL + 20
+        while time.monotonic() < until:
+            assert proc.poll() is None, "the session ended before the daemon's workspace reload"
+            now = code_servers(tag)
+            seen.update(now)
+            most = max(most, len(now))
+            time.sleep(0.5)
+        assert most == 1 and len(seen) == 1, describe(sorted(seen))
+        stop_and_check_nothing_left(proc, signal.SIGTERM, tag)
 
 
 SECRET = "s3cr3t-Pa55word"
