@@ -198,6 +198,12 @@ def session(settings: Settings, command: str) -> Iterator[Services]:
             if (settings.dagster_home / "dagster.yaml").exists():
                 forget_daemon(settings.dagster_home)
         services = Services(settings.data_dir / "logs", session_id=lock.session_id)
+        # A process started with SIGINT ignored (a background job of a non-interactive shell:
+        # `rag run &` in a script, CI) passes that on to what it starts, and Dagster's code
+        # server maps SIGTERM to SIGINT's action: it ignored both, and every stop waited its
+        # 20 s timeout and then SIGKILLed it. A handler here is reset to the default at exec.
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         with signals_raise():
             try:
                 yield services
