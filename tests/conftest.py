@@ -103,6 +103,18 @@ def assign_tier(item: pytest.Item) -> str:
     return own.pop()
 
 
+def pytest_configure(config: pytest.Config) -> None:  # noqa: ARG001 - pytest hook signature
+    """A suite started as a background job (`make test &` in a script) inherits SIGINT ignored,
+    and Dagster's in-process execution then sets SIGTERM to SIGINT's action too
+    (dagster._utils.interrupts): every process a test started afterwards ignored SIGTERM, and
+    `rag serve`'s fixture timed out stopping it (test_serve.py, CI run of 2026-12-02). With a
+    Python handler here, exec gives children the default action, as in a terminal."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 # tryfirst: the markers must be on the items before `-m unit` deselects by them.
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
