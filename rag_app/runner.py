@@ -379,7 +379,7 @@ class Progress:
 
 
 def reindex_note(settings: Settings, files: int) -> str:
-    """ "Index <fp>: n of m pages; re-index under way ..." while two fingerprints are stored."""
+    """While two fingerprints are stored: "Index <fp>: n of m pages; re-index under way ..."."""
     from rag_app.status import describe_coverage, index_coverage
     from rag_core.fingerprint import settings_fingerprint
 
